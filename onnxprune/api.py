@@ -1,0 +1,170 @@
+"""The Python API: analyze a model, prune it, save it.
+
+    >>> import onnxprune
+    >>> result = onnxprune.prune("resnet50.onnx", ratio=0.5)
+    >>> result.save("resnet50-pruned.onnx")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .apply import apply_plan
+from .depgraph import DepGraph, build_depgraph
+from .errors import ApplyError
+from .graph import Model, load
+from .io import save_proto
+from .plan import Plan, uniform_plan
+from .profile import LINEAR_OPS, Profile, profile
+from .verify import validate
+
+__all__ = ["Analysis", "PruneResult", "analyze", "prune"]
+
+log = logging.getLogger(__name__)
+
+Source = str | os.PathLike[str] | onnx.ModelProto | Model
+
+
+@dataclass
+class Analysis:
+    """A dependency graph with MACs/params attributed to its groups.
+
+    ``group_macs[g]`` is the MACs of the Conv/Gemm/MatMul nodes touching group ``g`` (a layer
+    between two groups counts in both); ``prunable_macs`` counts each such node once if any
+    of its channels may be removed.
+    """
+
+    model: Model
+    depgraph: DepGraph
+    profile: Profile
+    group_macs: list[int] = field(default_factory=list)
+    group_params: list[int] = field(default_factory=list)
+    linear_macs: int = 0
+    prunable_macs: int = 0
+    linear_params: int = 0
+    prunable_params: int = 0
+
+    @property
+    def prunable_macs_share(self) -> float:
+        return self.prunable_macs / self.linear_macs if self.linear_macs else 0.0
+
+    @property
+    def prunable_params_share(self) -> float:
+        return self.prunable_params / self.linear_params if self.linear_params else 0.0
+
+
+def _attribute(model: Model, dg: DepGraph, prof: Profile) -> Analysis:
+    an = Analysis(model, dg, prof, [0] * len(dg.groups), [0] * len(dg.groups))
+    by_tensor: dict[str, list[int]] = {}
+    for key in dg.spaces:
+        by_tensor.setdefault(key[0], []).append(dg.channel_group[dg.space_channels(key)][0] if dg.spaces[key].size else -1)
+    for node in model.graph.nodes:
+        if node.op not in LINEAR_OPS:
+            continue
+        macs, params = prof.node_macs.get(node.name, 0), prof.node_params.get(node.name, 0)
+        an.linear_macs += macs
+        an.linear_params += params
+        groups = {g for t in list(node.inputs) + list(node.outputs) for g in by_tensor.get(t.name, []) if g >= 0}
+        for g in groups:
+            an.group_macs[g] += macs
+            an.group_params[g] += params
+        if any(dg.groups[g].n_prunable for g in groups):
+            an.prunable_macs += macs
+            an.prunable_params += params
+    return an
+
+
+def analyze(
+    source: Source,
+    input_shapes: dict[str, list[int]] | None = None,
+    ignore: list[str] | None = None,
+) -> Analysis:
+    """Builds the dependency graph of a model and attributes MACs/params to its groups."""
+    model = load(source, input_shapes)
+    dg = build_depgraph(model, ignore)
+    return _attribute(model, dg, profile(model))
+
+
+def _analysis_shapes(model: Model) -> dict[str, list[int]]:
+    """Concrete shapes of the graph inputs as the analysis saw them."""
+    out: dict[str, list[int]] = {}
+    for t in model.graph.inputs:
+        s = model.shapes.get(t.name)
+        if s is not None and all(d is not None for d in s):
+            out[t.name] = [int(d) for d in s]  # type: ignore[arg-type]
+    return out
+
+
+@dataclass
+class PruneResult:
+    """A pruned model and what changed."""
+
+    model: Model
+    proto: onnx.ModelProto
+    plan: Plan
+    before: Profile
+    after: Profile
+    depgraph: DepGraph
+
+    def save(self, path: str | os.PathLike[str], protect: tuple[str, ...] = ()) -> Path:
+        """Writes the pruned model atomically; refuses to overwrite the input file."""
+        keep = tuple(protect) + ((self.model.source,) if self.model.source else ())
+        return save_proto(self.proto, path, protect=keep)
+
+
+def prune(
+    source: Source,
+    ratio: float = 0.5,
+    criterion: str = "l1",
+    round_to: int = 1,
+    min_channels: int = 1,
+    ignore: list[str] | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+    plan: Plan | None = None,
+    depgraph: DepGraph | None = None,
+) -> PruneResult:
+    """Prunes ``ratio`` of the channels of every prunable group and validates the result.
+
+    The result passes ``onnx.checker.check_model(full_check=True)`` and runs in onnxruntime with
+    the original output shapes; otherwise :class:`~onnxprune.errors.ApplyError` is raised and
+    nothing is written.
+
+    Args:
+        source: path, ``ModelProto`` or loaded :class:`Model` (a Model is edited in place).
+        ratio: share of channels removed per layer, in [0, 1).
+        criterion: ``l1``, ``l2``, ``bn`` or ``random``.
+        round_to: keep channel counts a multiple of this (8 or 16 suit real kernels).
+        min_channels: never keep fewer channels than this in a layer.
+        ignore: node or tensor names (globs) to leave untouched.
+        input_shapes: fixed sizes for symbolic input dimensions.
+        seed: for the ``random`` criterion.
+        plan: an explicit plan (overrides ratio/criterion); needs ``depgraph``.
+        depgraph: the dependency graph ``plan`` was made for.
+    """
+    if depgraph is not None:
+        model, dg = depgraph.model, depgraph
+    else:
+        model = load(source, input_shapes)
+        dg = build_depgraph(model, ignore)
+    before = profile(model)
+    # Output shapes as analysed (symbolic input dims fixed); the pruned model must reproduce them
+    # on inputs of exactly those sizes.
+    expected = {t.name: model.shapes.get(t.name) for t in model.graph.outputs}
+    if plan is None:
+        plan = uniform_plan(dg, ratio, criterion, round_to, min_channels, seed)
+    if plan.n_removed == 0:
+        log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
+    apply_plan(dg, plan)
+    proto = model.to_proto()
+    outs = validate(proto, input_shapes=_analysis_shapes(model))
+    for o_new, vi in zip(outs, model.graph.outputs):
+        want = expected.get(vi.name)
+        if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):
+            raise ApplyError(f"output '{vi.name}' changed shape {tuple(want)} -> {o_new.shape}")
+    return PruneResult(model, proto, plan, before, profile(model), dg)

@@ -1,0 +1,320 @@
+"""The ``onnxprune`` console tool: a thin layer over :mod:`onnxprune.api`.
+
+Every command reads a model, never modifies it, and writes outputs atomically. Errors print one
+line and exit non-zero (2: bad input or options; 3: cannot write; 4: the result failed
+validation); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .api import analyze, prune
+from .bench import interleaved_latency
+from .errors import OnnxPruneError
+from .importance import CRITERIA
+from .io import parse_input_shapes
+from .report import analysis_dict, human, prune_dict
+from .verify import compare, make_feeds, session
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("onnxprune")
+
+EPILOG = """\
+examples:
+  onnxprune demo                                   prune the bundled ResNet and show the gain
+  onnxprune analyze model.onnx                     list channel groups, barriers and reasons
+  onnxprune prune model.onnx -o small.onnx --ratio 0.5 --round-to 8 --check
+  onnxprune prune model.onnx -o small.onnx --ratio 0.3 --ignore 'head.*' --input-shape input:1,3,224,224
+"""
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="input .onnx file (external data is read from beside it; never modified)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME:D0,D1,...",
+        help="fix the dimensions of a graph input with symbolic sizes, e.g. input:1,3,224,224 "
+        "(repeatable; unspecified symbolic dimensions are taken as 1)",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        metavar="GLOB",
+        help="node or tensor name (shell glob) whose channels must be kept (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnxprune",
+        description="Structured pruning of ONNX models: removes whole channels consistently across "
+        "every layer they touch, and checks the result in onnxruntime.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    pa = sub.add_parser(
+        "analyze",
+        help="show channel groups, what is prunable, and why the rest is not",
+        description="Builds the channel dependency graph and lists every group: its channels, "
+        "the share of Conv/Gemm/MatMul MACs and params it touches, and the barriers that freeze "
+        "it, with reasons.",
+    )
+    _add_model_options(pa)
+    pa.add_argument("--json", action="store_true", help="print the analysis as JSON")
+
+    pp = sub.add_parser(
+        "prune",
+        help="remove a share of channels from every prunable group",
+        description="Removes --ratio of the channels of every layer (per group, consistently "
+        "across residual adds, concats, splits, grouped convs and flatten heads), validates the "
+        "result with the ONNX checker and onnxruntime, and writes it atomically.",
+    )
+    _add_model_options(pp)
+    pp.add_argument("-o", "--output", help="output .onnx file (default: <model>-pruned.onnx beside the input)")
+    pp.add_argument("--ratio", type=float, default=0.5, help="share of channels removed per layer, in [0, 1) (default 0.5)")
+    pp.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance (default l1)")
+    pp.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N (8 or 16 suit real kernels)")
+    pp.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels in a layer (default 1)")
+    pp.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
+    pp.add_argument("--check", action="store_true", help="compare outputs with the original on seeded inputs")
+    pp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    pd = sub.add_parser(
+        "demo",
+        help="prune the bundled model and show params, MACs, size, latency and agreement",
+        description="Prunes a small ResNet that ships with onnxprune and prints a before/after "
+        "table: parameters, MACs, file size, onnxruntime CPU latency (interleaved runs) and "
+        "output agreement.",
+    )
+    pd.add_argument("--ratio", type=float, default=0.5, help="share of channels removed per layer (default 0.5)")
+    pd.add_argument("-o", "--output", help="where to write the pruned model (default: a temporary folder)")
+    pd.add_argument("--repeat", type=int, default=30, help="timed runs per model (default 30)")
+    pd.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
+    return parser
+
+
+# ---------------------------------------------------------------------------- helpers
+def _file_size(path: str | os.PathLike[str]) -> int:
+    p = Path(path)
+    size = p.stat().st_size
+    data = p.with_name(p.name + ".data")
+    return size + (data.stat().st_size if data.exists() else 0)
+
+
+def _input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
+    try:
+        return parse_input_shapes(args.input_shape)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+class _UsageError(OnnxPruneError):
+    exit_code = 2
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
+    t0 = time.perf_counter()
+    with console.status("analyzing…", spinner="dots") if not args.json else _null():
+        an = analyze(args.model, _input_shapes(args), args.ignore)
+    data = analysis_dict(an)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    table = Table(title=f"channel groups of {args.model}", show_lines=False)
+    for col, just in (("group", "right"), ("channels", "right"), ("prunable", "right"), ("layers", "right"),
+                      ("MACs", "right"), ("params", "right"), ("members", "left"), ("status / reason", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for g in data["groups"]:
+        members = ", ".join(g["members"][:3]) + (f" +{len(g['members']) - 3}" if len(g["members"]) > 3 else "")
+        why = g["status"] if g["status"] == "prunable" else f"{g['status']}: {g['reasons'][0] if g['reasons'] else ''}"
+        style = "green" if g["status"] == "prunable" else ("red" if g["status"] == "barrier" else "yellow")
+        table.add_row(str(g["id"]), str(g["channels"]), str(g["prunable_channels"]), str(g["layers"]),
+                      _pct(g["macs_share"]), _pct(g["params_share"]), members, f"[{style}]{why}[/{style}]")
+    console.print(table)
+    reasons: dict[str, int] = {}
+    for b in data["barriers"]:
+        reasons[b["reason"]] = reasons.get(b["reason"], 0) + 1
+    if reasons:
+        console.print("[bold]barriers[/bold] (what freezes channels, and why):")
+        for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {r}" + (f"  (x{n})" if n > 1 else ""), markup=False, highlight=False)
+    console.print(
+        f"prunable: {_pct(data['prunable_macs_share'])} of Conv/Gemm/MatMul MACs "
+        f"({human(data['prunable_macs'])} of {human(data['linear_macs'])}), "
+        f"{_pct(data['prunable_params_share'])} of their params; "
+        f"{data['prunable_channels']} of {data['channels']} channels in {len(data['groups'])} groups "
+        f"[dim]({time.perf_counter() - t0:.2f}s)[/dim]"
+    )
+    return 0
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _default_output(model: str) -> str:
+    p = Path(model)
+    return str(p.with_name(p.stem + "-pruned.onnx"))
+
+
+def cmd_prune(args: argparse.Namespace, console: Console) -> int:
+    out = args.output or _default_output(args.model)
+    if Path(out).resolve() == Path(args.model).resolve():
+        raise _UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+    t0 = time.perf_counter()
+    with console.status("pruning…", spinner="dots") if not args.json else _null():
+        res = prune(
+            args.model,
+            ratio=args.ratio,
+            criterion=args.criterion,
+            round_to=args.round_to,
+            min_channels=args.min_channels,
+            ignore=args.ignore,
+            input_shapes=_input_shapes(args),
+            seed=args.seed,
+        )
+        res.save(out, protect=(args.model,))
+    elapsed = time.perf_counter() - t0
+    data = prune_dict(res)
+    data.update(output=out, size_before=_file_size(args.model), size_after=_file_size(out), seconds=elapsed)
+    agreement = []
+    if args.check:
+        with console.status("comparing outputs…", spinner="dots") if not args.json else _null():
+            sess = session(args.model)
+            feeds = make_feeds(sess, _input_shapes(args) or None, seed=0, batch=2 if _batch_symbolic(sess) else 1)
+            agreement = compare(sess, res.proto, feeds)
+        data["check"] = [{"output": a.name, "max_abs_diff": a.max_abs, "cosine": a.cosine} for a in agreement]
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if res.plan.n_removed == 0:
+        console.print("[yellow]nothing was pruned:[/yellow] every group is a barrier or the ratio removes no "
+                      "channel; run `onnxprune analyze` to see why")
+    table = Table(title=f"{args.model} → {out}")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("after/before", justify="right")
+    for label, b, a, unit in (("params", data["params_before"], data["params_after"], ""),
+                              ("MACs", data["macs_before"], data["macs_after"], ""),
+                              ("file size", data["size_before"], data["size_after"], "B")):
+        table.add_row(label, human(b, unit), human(a, unit), f"{a / b:.3f}" if b else "-")
+    console.print(table)
+    console.print(f"removed {data['channels_removed']} channels in {len(data['groups'])} groups "
+                  f"[dim]({elapsed:.2f}s)[/dim]")
+    for a in agreement:
+        console.print(f"check '{a.name}': largest |difference| {a.max_abs:.3g}, cosine similarity {a.cosine:.6f}")
+    return 0
+
+
+def _batch_symbolic(sess: Any) -> bool:
+    return all(inp.shape and not isinstance(inp.shape[0], int) for inp in sess.get_inputs())
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    src = resources.files("onnxprune.data").joinpath("demo.onnx")
+    with resources.as_file(src) as demo_path, tempfile.TemporaryDirectory() as tmp:
+        out = args.output or os.path.join(tmp, "demo-pruned.onnx")
+        console.print(f"bundled model: {demo_path.name} (a small ResNet exported from PyTorch, 10 classes, 1x3x64x64)")
+        with console.status(f"pruning {args.ratio:.0%} of channels per layer…", spinner="dots"):
+            res = prune(str(demo_path), ratio=args.ratio)
+            res.save(out, protect=(str(demo_path),))
+        sess_a = session(str(demo_path))
+        feeds = make_feeds(sess_a, seed=0, batch=16)
+        agreement = compare(sess_a, res.proto, feeds)
+        a_out = sess_a.run(None, feeds)[0]
+        b_out = session(res.proto).run(None, feeds)[0]
+        top1 = float(np.mean(a_out.argmax(-1) == b_out.argmax(-1)))
+        feeds1 = make_feeds(sess_a, seed=1, batch=1)
+        with console.status("timing original and pruned in turns…", spinner="dots"):
+            lat = interleaved_latency([str(demo_path), out], feeds1, threads=args.threads, repeat=args.repeat)
+        m = lat.medians_ms
+        table = Table(title="onnxprune demo: before / after")
+        table.add_column("")
+        table.add_column("original", justify="right")
+        table.add_column("pruned", justify="right")
+        table.add_column("pruned/original", justify="right")
+        rows = (("params", res.before.params, res.after.params, ""),
+                ("MACs", res.before.macs, res.after.macs, ""),
+                ("file size", _file_size(demo_path), _file_size(out), "B"))
+        for label, b, a, unit in rows:
+            table.add_row(label, human(b, unit), human(a, unit), f"{a / b:.3f}")
+        table.add_row(f"CPU latency (median of {args.repeat}, {args.threads} threads)",
+                      f"{m[0]:.3f} ms", f"{m[1]:.3f} ms", f"{m[1] / m[0]:.3f}")
+        ag = agreement[0]
+        table.add_row("output agreement (16 random inputs)", "", f"cosine {ag.cosine:.4f}",
+                      f"top-1 same {top1:.0%}")
+        console.print(table)
+        console.print("[dim]Random-weight demo model and random inputs: agreement shows how much the "
+                      "pruned network drifts without calibration or fine-tuning.[/dim]")
+        if args.output:
+            console.print(f"pruned model written to {out}")
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return COMMANDS[args.command](args, console)
+    except OnnxPruneError as exc:
+        if args.debug:
+            raise
+        err.print(f"onnxprune: error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("onnxprune: interrupted; nothing was written")
+        return 130
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        if args.debug:
+            raise
+        err.print(f"onnxprune: internal error ({type(exc).__name__}): {exc} — rerun with --debug "
+                  "for details", markup=False)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""One error hierarchy for onnxprune.
+
+Every error names the node, tensor or file at fault and, where there is one, the way out. The CLI
+maps each class to an exit code and prints one line; library callers catch ``OnnxPruneError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OnnxPruneError",
+    "ModelLoadError",
+    "ModelSaveError",
+    "UnsupportedModelError",
+    "PlanError",
+    "ApplyError",
+    "VerificationError",
+]
+
+
+class OnnxPruneError(Exception):
+    """Base class of every error onnxprune raises on purpose."""
+
+    exit_code = 1
+
+
+class ModelLoadError(OnnxPruneError):
+    """The input is missing, not ONNX, truncated, or its external data cannot be read."""
+
+    exit_code = 2
+
+
+class UnsupportedModelError(OnnxPruneError):
+    """The model is valid ONNX but uses an opset or IR version onnxprune cannot handle."""
+
+    exit_code = 2
+
+
+class ModelSaveError(OnnxPruneError):
+    """The output could not be written (the input is never touched)."""
+
+    exit_code = 3
+
+
+class PlanError(OnnxPruneError):
+    """Pruning options are inconsistent (bad ratio, unknown criterion, ...)."""
+
+    exit_code = 2
+
+
+class ApplyError(OnnxPruneError):
+    """The pruned graph failed validation; nothing was written."""
+
+    exit_code = 4
+
+
+class VerificationError(OnnxPruneError):
+    """Numeric comparison of two models could not be carried out."""
+
+    exit_code = 4

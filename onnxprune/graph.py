@@ -1,0 +1,169 @@
+"""The in-memory model: one ``gs.Graph`` plus the facts every stage needs.
+
+A model is converted to ``gs.Graph`` once on load and exported once on save; everything in
+between (dependency graph, planning, applying) reads and edits the same graph object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .io import default_opset, infer_static_shapes, load_proto
+
+__all__ = ["Model", "load", "const_value", "set_const_value", "is_const"]
+
+log = logging.getLogger(__name__)
+
+
+def _constant_node(t: gs.Tensor) -> gs.Node | None:
+    if isinstance(t, gs.Variable) and len(t.inputs) == 1:
+        node = t.inputs[0]
+        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+            return node
+    return None
+
+
+def is_const(t: gs.Tensor) -> bool:
+    """True for initializers and outputs of ``Constant`` nodes carrying a tensor value."""
+    return isinstance(t, gs.Constant) or _constant_node(t) is not None
+
+
+def const_value(t: gs.Tensor) -> np.ndarray | None:
+    """The value of an initializer or a ``Constant`` node output, else ``None``."""
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values)
+    node = _constant_node(t)
+    if node is not None:
+        return np.asarray(node.attrs["value"].values)
+    return None
+
+
+def set_const_value(t: gs.Tensor, value: np.ndarray) -> None:
+    """Replaces the value of an initializer or of the ``Constant`` node producing ``t``."""
+    if isinstance(t, gs.Constant):
+        t.values = value
+        return
+    node = _constant_node(t)
+    if node is None:
+        raise TypeError(f"tensor '{t.name}' is not a constant")
+    old = node.attrs["value"]
+    node.attrs["value"] = gs.Constant(old.name, value, export_dtype=old.export_dtype)
+
+
+@dataclass
+class Model:
+    """A loaded model: the graph, static shapes, and what saving needs to restore.
+
+    Attributes:
+        graph: the graph every stage edits.
+        shapes: static shape per tensor name (symbolic inputs fixed by ``input_shapes``).
+        opset: default-domain opset version.
+        source: the file the model came from, if any (never overwritten).
+        input_shapes: dimensions given by the user for symbolic graph inputs.
+    """
+
+    graph: gs.Graph
+    shapes: dict[str, tuple[int | None, ...]]
+    opset: int
+    ir_version: int
+    source: str | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    doc_string: str = ""
+    model_version: int = 0
+
+    # ----------------------------------------------------------------- queries
+    def tensors(self) -> dict[str, gs.Tensor]:
+        return self.graph.tensors()
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        return self.shapes.get(name)
+
+    def dim(self, name: str, axis: int) -> int | None:
+        s = self.shapes.get(name)
+        if s is None or not -len(s) <= axis < len(s):
+            return None
+        return s[axis]
+
+    # ------------------------------------------------------------------ export
+    def to_proto(self) -> onnx.ModelProto:
+        """Exports the graph once, restoring opsets, IR version and metadata."""
+        graph = self.graph
+        model = gs.export_onnx(graph, do_type_check=False)
+        model.ir_version = self.ir_version
+        model.doc_string = self.doc_string
+        model.model_version = self.model_version
+        del model.metadata_props[:]
+        for k, v in self.metadata:
+            model.metadata_props.add(key=k, value=v)
+        if self.ir_version < 4:
+            # IR 3 requires every initializer to be listed as a graph input too.
+            listed = {i.name for i in model.graph.input}
+            for init in model.graph.initializer:
+                if init.name not in listed:
+                    model.graph.input.append(
+                        onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+                    )
+        return model
+
+    def refresh_shapes(self) -> None:
+        """Forgets stale shape annotations of intermediate tensors and infers them again."""
+        io_names = {t.name for t in self.graph.inputs} | {t.name for t in self.graph.outputs}
+        for t in self.graph.tensors().values():
+            if isinstance(t, gs.Variable) and t.name not in io_names:
+                t.shape = None
+        proto = self.to_proto()
+        self.shapes = infer_static_shapes(proto, self.input_shapes)
+
+
+def _name_nodes(graph: gs.Graph) -> None:
+    """Gives every nameless node a unique readable name so reports can point at it."""
+    used = {n.name for n in graph.nodes if n.name}
+    for i, node in enumerate(graph.nodes):
+        if not node.name:
+            base = f"{node.op}_{i}"
+            name, k = base, 0
+            while name in used:
+                k += 1
+                name = f"{base}_{k}"
+            node.name = name
+            used.add(name)
+
+
+def load(
+    source: str | os.PathLike[str] | onnx.ModelProto | Model,
+    input_shapes: dict[str, list[int]] | None = None,
+) -> Model:
+    """Loads a model from a path or ``ModelProto`` into a :class:`Model`.
+
+    Args:
+        source: ``.onnx`` path (external data is read from beside it) or a ``ModelProto``.
+        input_shapes: fixed dimensions for symbolic graph inputs, ``{name: [1, 3, 224, 224]}``;
+            unspecified symbolic dimensions are taken as 1 for analysis.
+    """
+    if isinstance(source, Model):
+        return source
+    proto = load_proto(source)
+    input_shapes = dict(input_shapes or {})
+    shapes = infer_static_shapes(proto, input_shapes)
+    graph = gs.import_onnx(proto)
+    _name_nodes(graph)
+    meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
+    return Model(
+        graph=graph,
+        shapes=shapes,
+        opset=default_opset(proto),
+        ir_version=proto.ir_version,
+        source=None if isinstance(source, onnx.ModelProto) else str(source),
+        input_shapes=input_shapes,
+        metadata=meta,
+        doc_string=proto.doc_string,
+        model_version=proto.model_version,
+    )

@@ -1,0 +1,337 @@
+"""Loading and saving ONNX models safely.
+
+Loading accepts a path or an ``onnx.ModelProto``; external data is resolved relative to the
+model file and must stay inside that folder. Saving is atomic: the model (and its external data
+file when it is large) is written into a temporary folder beside the target and moved into place
+with ``os.replace``, so a failure never leaves a half-written model, and the input is never the
+target.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import external_data_helper
+
+from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+
+__all__ = [
+    "MIN_OPSET",
+    "load_proto",
+    "save_proto",
+    "default_opset",
+    "initializer_bytes",
+    "infer_static_shapes",
+    "parse_input_shapes",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 7
+#: Above this many bytes of weights a model is written with its tensors in an external file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Initializers with at most this many elements stay in the shape-inference skeleton (they are
+#: shape vectors, axes, scales); bigger ones become typed graph inputs.
+_SKELETON_MAX_ELEMENTS = 64
+#: Ops whose first output has the shape of their first input (used where onnx infers nothing).
+_SHAPE_PRESERVING = frozenset(
+    {"GroupNormalization", "LayerNormalization", "SimplifiedLayerNormalization",
+     "SkipLayerNormalization", "BiasGelu", "FastGelu", "QuickGelu", "Gelu"}
+)  # fmt: skip
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1 if model.ir_version < 3 else 0
+
+
+def _check_versions(model: onnx.ModelProto, where: str) -> None:
+    if model.ir_version < 3:
+        raise UnsupportedModelError(
+            f"{where}: IR version {model.ir_version} is older than 3, which onnxprune does not read"
+        )
+    if model.ir_version > onnx.IR_VERSION:
+        raise UnsupportedModelError(
+            f"{where}: IR version {model.ir_version} is newer than this onnx package supports "
+            f"({onnx.IR_VERSION}); upgrade onnx"
+        )
+    opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET or opset > newest:
+        raise UnsupportedModelError(
+            f"{where}: default-domain opset {opset} is outside the supported range "
+            f"{MIN_OPSET}..{newest}"
+        )
+
+
+def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
+    """Checks every external-data reference and loads it into the model."""
+    base = base_dir.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        loc = info.location
+        if not loc or os.path.isabs(loc):
+            raise ModelLoadError(
+                f"{where}: tensor '{tensor.name}' names external data '{loc}' by an absolute path; "
+                "only files beside the model are read"
+            )
+        target = (base / loc).resolve()
+        if base not in target.parents and target != base:
+            raise ModelLoadError(
+                f"{where}: tensor '{tensor.name}' names external data '{loc}' outside the model's "
+                "folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise ModelLoadError(
+                f"{where}: external data file '{loc}' for tensor '{tensor.name}' is missing "
+                f"(looked in {base})"
+            )
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # truncated data file, bad offsets
+        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
+
+
+def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    """Loads a model from a path (with external data) or returns a given ``ModelProto``.
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, not ONNX, or its external data is
+            missing or points outside the model's folder.
+        UnsupportedModelError: IR version or opset outside what onnxprune handles.
+    """
+    if isinstance(source, onnx.ModelProto):
+        _check_versions(source, "model")
+        return source
+    path = Path(source)
+    where = str(path)
+    if not path.exists():
+        raise ModelLoadError(f"{where}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{where}: is a folder, not an .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{where}: not a readable ONNX model (protobuf parse failed: {type(exc).__name__})"
+        ) from exc
+    if not model.HasField("graph") or (
+        len(model.graph.node) == 0 and len(model.graph.output) == 0
+    ):
+        raise ModelLoadError(f"{where}: not an ONNX model (no graph found)")
+    _check_versions(model, where)
+    _resolve_external(model, path.parent, where)
+    return model
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of tensor data held in the model (initializers and Constant nodes)."""
+    total = 0
+    for t in external_data_helper._get_all_tensors(model):
+        if t.HasField("raw_data"):
+            total += len(t.raw_data)
+        else:
+            total += int(np.prod(t.dims, dtype=np.int64)) * 4
+    return total
+
+
+def save_proto(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    protect: tuple[str | os.PathLike[str], ...] = (),
+    external: bool | None = None,
+) -> Path:
+    """Writes ``model`` to ``path`` atomically.
+
+    Args:
+        model: the model to write; it is not modified.
+        path: the target ``.onnx`` file. Its external data (when used) is ``<name>.data`` beside it.
+        protect: files that must never be overwritten (the input model and its data files).
+        external: force (True) or forbid (False) external data; by default it is used when the
+            tensors exceed ~1.8 GB, so models over the 2 GB protobuf limit save correctly.
+
+    Raises:
+        ModelSaveError: the target is a protected file or cannot be written.
+    """
+    target = Path(path)
+    resolved = target.resolve()
+    for p in protect:
+        if Path(p).resolve() == resolved:
+            raise ModelSaveError(f"{target}: refusing to overwrite the input model; choose another -o")
+    parent = resolved.parent
+    if not parent.is_dir():
+        raise ModelSaveError(f"{target}: folder {parent} does not exist")
+    use_external = external if external is not None else (
+        initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    )
+    data_name = target.name + ".data"
+    if use_external:
+        for p in protect:
+            if Path(p).resolve() == parent / data_name:
+                raise ModelSaveError(f"{target}: its data file would overwrite an input file")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
+    except OSError as exc:
+        raise ModelSaveError(f"{target}: cannot write to {parent}: {exc.strerror}") from exc
+    try:
+        tmp_model = tmpdir / target.name
+        if use_external:
+            to_write = onnx.ModelProto()
+            to_write.CopyFrom(model)
+            external_data_helper.convert_model_to_external_data(
+                to_write, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
+            )
+            onnx.save_model(to_write, str(tmp_model))
+            os.replace(tmpdir / data_name, parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp_model))
+        os.replace(tmp_model, resolved)
+    except OSError as exc:
+        raise ModelSaveError(f"{target}: write failed: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return target
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """Parses ``name:1,3,224,224`` strings into a dict."""
+    out: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        if not sep or not name:
+            raise ValueError(f"bad --input-shape '{spec}': expected name:1,3,224,224")
+        try:
+            out[name] = [int(d) for d in dims.split(",") if d.strip()]
+        except ValueError:
+            raise ValueError(f"bad --input-shape '{spec}': dimensions must be integers") from None
+    return out
+
+
+def _skeleton(
+    model: onnx.ModelProto, input_shapes: dict[str, list[int]], default_dim: int
+) -> onnx.ModelProto:
+    """A weight-free copy of ``model`` for shape inference.
+
+    Big initializers become typed graph inputs, so inference never serializes the weights (this
+    keeps memory bounded and works past the 2 GB protobuf limit); small ones (shape vectors, axes)
+    keep their values, which data propagation needs.
+    """
+    g = model.graph
+    skel = onnx.ModelProto()
+    skel.ir_version = max(model.ir_version, 4)
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    sg = skel.graph
+    sg.name = g.name or "graph"
+    sg.node.extend(g.node)
+    init_names = set()
+    for init in g.initializer:
+        init_names.add(init.name)
+        n = int(np.prod(init.dims, dtype=np.int64))
+        if n <= _SKELETON_MAX_ELEMENTS:
+            sg.initializer.append(init)
+        else:
+            sg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims))
+    known = {i.name for i in sg.input}
+    for inp in g.input:
+        if inp.name in init_names:
+            continue  # old exporters list initializers as inputs too
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(inp)
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            dims = vi.type.tensor_type.shape.dim
+            fixed = input_shapes.get(inp.name)
+            if fixed is not None and len(fixed) != len(dims):
+                raise ValueError(
+                    f"--input-shape for '{inp.name}' has {len(fixed)} dimensions, the model's "
+                    f"input has {len(dims)}"
+                )
+            for i, d in enumerate(dims):
+                if fixed is not None:
+                    d.Clear()
+                    d.dim_value = fixed[i]
+                elif not d.HasField("dim_value"):
+                    d.Clear()
+                    d.dim_value = default_dim
+        if inp.name not in known:
+            sg.input.append(vi)
+    for out in g.output:
+        vo = onnx.ValueInfoProto()
+        vo.name = out.name
+        vo.type.CopyFrom(out.type)
+        if vo.type.HasField("tensor_type"):
+            vo.type.tensor_type.ClearField("shape")
+        sg.output.append(vo)
+    return skel
+
+
+def infer_static_shapes(
+    model: onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+    default_dim: int = 1,
+) -> dict[str, tuple[int | None, ...]]:
+    """Static shapes of every tensor, with symbolic input dimensions fixed.
+
+    Symbolic dimensions of graph inputs take the value from ``input_shapes`` or ``default_dim``.
+    Returns ``{tensor name: shape}``; an unknown dimension is ``None``; tensors whose rank is
+    unknown are absent.
+    """
+    input_shapes = input_shapes or {}
+    names = {i.name for i in model.graph.input}
+    for name in input_shapes:
+        if name not in names:
+            raise ValueError(
+                f"--input-shape names '{name}', which is not a graph input "
+                f"(inputs: {', '.join(sorted(names))})"
+            )
+    skel = _skeleton(model, input_shapes, default_dim)
+    inferred = skel
+    for _ in range(4):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            log.warning("shape inference failed (%s); continuing with partial shapes", exc)
+            break
+        # onnx has no inference for a few ops whose output has the input's shape; fill those in
+        # and infer again so everything downstream gets shapes too.
+        typed = {vi.name: vi for vi in list(inferred.graph.input) + list(inferred.graph.value_info)}
+        added = False
+        for node in inferred.graph.node:
+            if node.op_type in _SHAPE_PRESERVING and node.input and node.input[0] in typed:
+                for out in node.output[:1]:
+                    if out and out not in typed:
+                        vi = onnx.ValueInfoProto()
+                        vi.CopyFrom(typed[node.input[0]])
+                        vi.name = out
+                        skel.graph.value_info.append(vi)
+                        added = True
+        if not added:
+            break
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        t = vi.type
+        if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+            continue
+        shapes[vi.name] = tuple(
+            int(d.dim_value) if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim
+        )
+    for init in g.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    for node in g.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value":
+                    shapes[node.output[0]] = tuple(int(d) for d in a.t.dims)
+    return shapes

@@ -1,0 +1,59 @@
+"""Pooling and reductions: they keep the channel axis and mix only the axes they pool or reduce."""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from . import Opaque, Relation, RuleContext, Same, norm_axis, register
+
+REDUCE = (
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+)  # fmt: skip
+
+
+@register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool")
+def pool(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if r is None:
+        return []
+    rels: list[Relation] = [Same((x.name, 0), (y.name, 0)), Same((x.name, 1), (y.name, 1))]
+    reason = f"{node.op} '{node.name}' pools over this spatial axis"
+    for a in range(2, r):
+        rels += [Opaque((x.name, a), reason), Opaque((y.name, a), reason)]
+    if len(node.outputs) > 1 and node.outputs[1].name and node.outputs[1].outputs:
+        why = f"MaxPool '{node.name}': its Indices output encodes channel positions"
+        rels = [Opaque((x.name, a), why) for a in range(r)] + [Opaque((node.outputs[1].name, a), why) for a in range(r)]
+    return rels
+
+
+@register(*REDUCE)
+def reduce(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if r is None:
+        return []
+    axes_from_input = node.op == "ReduceSum" and ctx.opset >= 13 or ctx.opset >= 18
+    axes = ctx.ints(node, 1) if axes_from_input else ctx.ints(node, 99, "axes")
+    if axes_from_input and len(node.inputs) > 1 and node.inputs[1].name and axes is None:
+        return [Opaque((x.name, a), f"{node.op} '{node.name}': axes computed at run time") for a in range(r)]
+    if not axes:
+        if int(node.attrs.get("noop_with_empty_axes", 0)):
+            return [Same((x.name, a), (y.name, a)) for a in range(r)]
+        axes = list(range(r))
+    reduced = {norm_axis(a, r) for a in axes}
+    keep = int(node.attrs.get("keepdims", 1))
+    rels: list[Relation] = []
+    j = 0
+    for a in range(r):
+        if a in reduced:
+            reason = f"{node.op} '{node.name}' reduces over axis {a}"
+            rels.append(Opaque((x.name, a), reason))
+            if keep:
+                rels.append(Opaque((y.name, j), reason))
+                j += 1
+        else:
+            rels.append(Same((x.name, a), (y.name, j)))
+            j += 1
+    return rels

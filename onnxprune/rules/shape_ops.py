@@ -1,0 +1,489 @@
+"""Ops that move, join, cut or re-view axes without arithmetic.
+
+Transpose/Squeeze/Unsqueeze only renumber axes. Concat places its inputs' spaces one after the
+other (:class:`Part` at each input's offset); Split and Slice take contiguous parts. Flatten and
+Reshape are analysed by factoring the input and output shapes into runs with equal products:
+a run of one axis onto one axis is :class:`Same`; several input axes merged into one output axis
+make each input atom a block of ``inner`` consecutive features repeated ``outer`` times
+(:class:`Expand`, e.g. C×H×W → features feeding a Gemm). Anything else is opaque with a reason.
+Rewriters keep Reshape shape vectors, Split sizes, Slice bounds and Resize sizes in step with the
+pruned sizes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from . import (
+    ApplyContext,
+    Expand,
+    Free,
+    Opaque,
+    Part,
+    Relation,
+    RuleContext,
+    Same,
+    axes_of,
+    norm_axis,
+    register,
+    rewriter,
+)
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@register("Transpose")
+def transpose(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if r is None:
+        return []
+    perm = node.attrs.get("perm") or list(reversed(range(r)))
+    return [Same((x.name, int(p)), (y.name, j)) for j, p in enumerate(perm)]
+
+
+def _squeeze_like(node: gs.Node, ctx: RuleContext, inserting: bool) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    if xs is None or ys is None:
+        return []
+    axes = ctx.ints(node, 1, "axes") if ctx.opset >= 13 else ctx.ints(node, 99, "axes")
+    rels: list[Relation] = []
+    if axes is None:
+        if inserting:
+            return [Opaque(k, f"{node.op} '{node.name}': axes unknown") for k in axes_of(x, ctx)]
+        axes = [a for a, d in enumerate(xs) if d == 1]
+    if inserting:
+        added = {norm_axis(a, len(ys)) for a in axes}
+        kept_out = [j for j in range(len(ys)) if j not in added]
+        rels += [Same((x.name, a), (y.name, j)) for a, j in zip(range(len(xs)), kept_out)]
+    else:
+        removed = {norm_axis(a, len(xs)) for a in axes}
+        kept_in = [a for a in range(len(xs)) if a not in removed]
+        rels += [Same((x.name, a), (y.name, j)) for j, a in enumerate(kept_in)]
+        rels += [Opaque((x.name, a), f"Squeeze '{node.name}' removes axis {a}") for a in removed]
+    return rels
+
+
+@register("Squeeze")
+def squeeze(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    return _squeeze_like(node, ctx, inserting=False)
+
+
+@register("Unsqueeze")
+def unsqueeze(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    return _squeeze_like(node, ctx, inserting=True)
+
+
+def reshape_runs(
+    ins: tuple[int | None, ...], outs: tuple[int | None, ...]
+) -> list[tuple[list[int], list[int]]] | None:
+    """Factors a reshape into runs of input and output axes with equal products.
+
+    Size-1 axes are left out of the runs. Returns ``None`` when a size is unknown or the products
+    never meet.
+    """
+    if any(d is None for d in ins) or any(d is None for d in outs):
+        return None
+    nin = [i for i, d in enumerate(ins) if d != 1]
+    nout = [j for j, d in enumerate(outs) if d != 1]
+    runs: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(nin) and j < len(nout):
+        gi, gj = [nin[i]], [nout[j]]
+        pi, po = ins[nin[i]], outs[nout[j]]
+        i, j = i + 1, j + 1
+        while pi != po:
+            if pi < po:
+                if i >= len(nin):
+                    return None
+                gi.append(nin[i])
+                pi *= ins[nin[i]]  # type: ignore[operator]
+                i += 1
+            else:
+                if j >= len(nout):
+                    return None
+                gj.append(nout[j])
+                po *= outs[nout[j]]  # type: ignore[operator]
+                j += 1
+        runs.append((gi, gj))
+    if i != len(nin) or j != len(nout):
+        return None
+    return runs
+
+
+def _reshape_relations(
+    node: gs.Node, ctx: RuleContext, x: gs.Tensor, y: gs.Tensor, dynamic_ok: set[int] | None
+) -> list[Relation]:
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    if xs is None or ys is None:
+        return [Opaque(k, f"{node.op} '{node.name}': shapes unknown") for k in axes_of(x, ctx)]
+    runs = reshape_runs(xs, ys)
+    if runs is None:
+        return [Opaque(k, f"{node.op} '{node.name}': cannot factor reshape {xs} -> {ys}") for k in axes_of(x, ctx)]
+    rels: list[Relation] = []
+    for a, d in enumerate(xs):
+        if d == 1:
+            rels.append(Opaque((x.name, a), f"{node.op} '{node.name}' drops or moves size-1 axis {a}"))
+    for j, d in enumerate(ys):
+        if d == 1:
+            rels.append(Opaque((y.name, j), f"{node.op} '{node.name}' inserts size-1 axis {j}"))
+    for gi, gj in runs:
+        if dynamic_ok is not None and any(j not in dynamic_ok for j in gj):
+            reason = f"{node.op} '{node.name}': target shape computed at run time fixes output axis {gj}"
+            rels += [Opaque((x.name, a), reason) for a in gi] + [Opaque((y.name, j), reason) for j in gj]
+        elif len(gi) == 1 and len(gj) == 1:
+            rels.append(Same((x.name, gi[0]), (y.name, gj[0])))
+        elif len(gj) == 1:
+            for p, a in enumerate(gi):
+                outer = math.prod(xs[b] for b in gi[:p])  # type: ignore[misc]
+                inner = math.prod(xs[b] for b in gi[p + 1 :])  # type: ignore[misc]
+                rels.append(Expand((x.name, a), (y.name, gj[0]), outer, inner))
+        elif len(gi) == 1:
+            for p, j in enumerate(gj):
+                outer = math.prod(ys[b] for b in gj[:p])  # type: ignore[misc]
+                inner = math.prod(ys[b] for b in gj[p + 1 :])  # type: ignore[misc]
+                rels.append(Expand((y.name, j), (x.name, gi[0]), outer, inner))
+        else:
+            reason = f"{node.op} '{node.name}' mixes axes {gi} into {gj}"
+            rels += [Opaque((x.name, a), reason) for a in gi] + [Opaque((y.name, j), reason) for j in gj]
+    return rels
+
+
+def shape_entries(t: gs.Tensor, ctx: RuleContext, depth: int = 0) -> list[int | None] | None:
+    """Evaluates a 1-D shape vector: each entry is a constant int or ``None`` (run-time value).
+
+    Follows Concat/Unsqueeze/Squeeze/Cast/Identity of constants and ``Gather(Shape(x))``; returns
+    ``None`` when even the length is unknown.
+    """
+    v = ctx.const(t)
+    if v is not None:
+        return [int(e) for e in np.asarray(v).reshape(-1)]
+    if depth > 8 or not t.inputs:
+        return None
+    node = t.inputs[0]
+    if node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return shape_entries(node.inputs[0], ctx, depth + 1)
+    if node.op == "Concat":
+        out: list[int | None] = []
+        for i in node.inputs:
+            e = shape_entries(i, ctx, depth + 1)
+            if e is None:
+                return None
+            out += e
+        return out
+    s = ctx.shape(t)
+    if s is not None and len(s) == 1 and s[0] is not None:
+        return [None] * s[0]
+    if s is not None and len(s) == 0:
+        return [None]
+    return None
+
+
+@register("Reshape")
+def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, shp, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    dynamic_ok = None
+    if ctx.const(shp) is None:
+        entries = shape_entries(shp, ctx)
+        if entries is None:
+            return [Opaque(k, f"Reshape '{node.name}': target shape unknown") for k in axes_of(x, ctx)]
+        # A run-time entry is safe only if it is -1 or 0 (copied/inferred) after pruning; a
+        # constant entry inside a computed vector we leave alone, so its axis must not change.
+        dynamic_ok = {j for j, e in enumerate(entries) if e is not None and e in (-1, 0)}
+    return _reshape_relations(node, ctx, x, y, dynamic_ok)
+
+
+@register("Flatten")
+def flatten(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    return _reshape_relations(node, ctx, node.inputs[0], node.outputs[0], None)
+
+
+@rewriter("Reshape")
+def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
+    shp = ctx.const(node.inputs[1])
+    y = node.outputs[0]
+    if shp is None:
+        return
+    new = np.array(shp, dtype=np.int64).reshape(-1)
+    changed = False
+    for j in range(len(new)):
+        n = ctx.new_size((y.name, j))
+        if n is not None and new[j] not in (0, -1) and new[j] != n:
+            new[j] = n
+            changed = True
+    if changed:
+        node.inputs[1] = ctx.new_const(node.inputs[1].name, new)
+
+
+@register("Concat")
+def concat(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    y = node.outputs[0]
+    r = ctx.rank(y)
+    if r is None:
+        return []
+    axis = norm_axis(int(node.attrs["axis"]), r)
+    rels: list[Relation] = []
+    offset = 0
+    for t in node.inputs:
+        s = ctx.shape(t)
+        if s is None or s[axis] is None:
+            reason = f"Concat '{node.name}': size of input '{t.name}' unknown"
+            return [Opaque(k, reason) for i in node.inputs for k in axes_of(i, ctx)] + [Opaque(k, reason) for k in axes_of(y, ctx)]
+        rels.append(Part((y.name, axis), (t.name, axis), offset))
+        offset += s[axis]
+        rels += [Same((t.name, a), (y.name, a)) for a in range(r) if a != axis]
+    return rels
+
+
+def _split_sizes(node: gs.Node, ctx: RuleContext | ApplyContext, dim: int) -> list[int] | None:
+    if ctx.opset >= 13:
+        v = ctx.const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
+        if v is not None:
+            return [int(s) for s in np.asarray(v).reshape(-1)]
+        if len(node.inputs) > 1 and node.inputs[1].name:
+            return None
+    elif "split" in node.attrs:
+        return [int(s) for s in node.attrs["split"]]
+    n = len(node.outputs)
+    step = -(-dim // n)
+    return [min(step, dim - i * step) for i in range(n)]
+
+
+@register("Split")
+def split(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x = node.inputs[0]
+    xs = ctx.shape(x)
+    if xs is None:
+        return []
+    axis = norm_axis(int(node.attrs.get("axis", 0)), len(xs))
+    sizes = _split_sizes(node, ctx, xs[axis]) if xs[axis] is not None else None
+    if sizes is None:
+        return [Opaque((x.name, axis), f"Split '{node.name}': sizes unknown")]
+    rels: list[Relation] = []
+    offset = 0
+    for y, n in zip(node.outputs, sizes):
+        rels.append(Part((x.name, axis), (y.name, axis), offset))
+        offset += n
+        rels += [Same((x.name, a), (y.name, a)) for a in range(len(xs)) if a != axis]
+    return rels
+
+
+@rewriter("Split")
+def rewrite_split(node: gs.Node, ctx: ApplyContext) -> None:
+    x = node.inputs[0]
+    xs = ctx.shapes.get(x.name)
+    if xs is None:
+        return
+    axis = norm_axis(int(node.attrs.get("axis", 0)), len(xs))
+    if ctx.new_size((x.name, axis)) is None:
+        return
+    old = _split_sizes(node, ctx, xs[axis]) or []
+    new = [ctx.new_size((y.name, axis)) or n for y, n in zip(node.outputs, old)]
+    if ctx.opset >= 13:
+        split_t = ctx.new_const(f"{node.name}_split", np.array(new, dtype=np.int64))
+        if len(node.inputs) > 1:
+            node.inputs[1] = split_t
+        else:
+            node.inputs.append(split_t)
+        node.attrs.pop("num_outputs", None)
+    else:
+        node.attrs["split"] = new
+
+
+def _slice_params(node: gs.Node, ctx: RuleContext | ApplyContext, rank: int):
+    if ctx.opset >= 10:
+        starts, ends = ctx.ints(node, 1), ctx.ints(node, 2)  # type: ignore[union-attr]
+        has_axes = len(node.inputs) > 3 and node.inputs[3].name
+        has_steps = len(node.inputs) > 4 and node.inputs[4].name
+        axes = ctx.ints(node, 3) if has_axes else list(range(len(starts or [])))  # type: ignore[union-attr]
+        steps = ctx.ints(node, 4) if has_steps else [1] * len(starts or [])  # type: ignore[union-attr]
+    else:
+        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
+        axes = node.attrs.get("axes", list(range(len(starts or []))))
+        steps = [1] * len(starts or [])
+    if starts is None or ends is None or axes is None or steps is None:
+        return None
+    return [
+        (norm_axis(int(a), rank), int(s), int(e), int(st))
+        for a, s, e, st in zip(axes, starts, ends, steps)
+    ]
+
+
+def _clamp(v: int, dim: int) -> int:
+    if v < 0:
+        v += dim
+    return max(0, min(v, dim))
+
+
+@register("Slice")
+def slice_(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    xs = ctx.shape(x)
+    if xs is None:
+        return []
+    params = _slice_params(node, ctx, len(xs))
+    if params is None:
+        return [Opaque(k, f"Slice '{node.name}': bounds computed at run time") for k in axes_of(x, ctx)]
+    sliced = {a: (s, e, st) for a, s, e, st in params}
+    rels: list[Relation] = []
+    for a, d in enumerate(xs):
+        if a not in sliced:
+            rels.append(Same((x.name, a), (y.name, a)))
+            continue
+        s, e, st = sliced[a]
+        if st != 1 or d is None:
+            rels.append(Opaque((x.name, a), f"Slice '{node.name}': step {st} on axis {a}"))
+            continue
+        rels.append(Part((x.name, a), (y.name, a), _clamp(s, d)))
+    return rels
+
+
+@rewriter("Slice")
+def rewrite_slice(node: gs.Node, ctx: ApplyContext) -> None:
+    x = node.inputs[0]
+    xs = ctx.shapes.get(x.name)
+    if xs is None:
+        return
+    params = _slice_params(node, ctx, len(xs))
+    if params is None:
+        return
+    changed = False
+    new_starts, new_ends = [], []
+    for a, s, e, _st in params:
+        kept = ctx.kept((x.name, a))
+        d = xs[a]
+        if kept is None or d is None:
+            new_starts.append(s)
+            new_ends.append(e)
+            continue
+        s0, e0 = _clamp(s, d), _clamp(e if e < _INT64_MAX else d, d)
+        ns = int(np.count_nonzero(kept < s0))
+        ne = ns + int(np.count_nonzero((kept >= s0) & (kept < e0)))
+        new_starts.append(ns)
+        new_ends.append(ne)
+        changed = True
+    if not changed:
+        return
+    if ctx.opset >= 10:
+        node.inputs[1] = ctx.new_const(f"{node.name}_starts", np.array(new_starts, dtype=np.int64))
+        node.inputs[2] = ctx.new_const(f"{node.name}_ends", np.array(new_ends, dtype=np.int64))
+    else:
+        node.attrs["starts"] = new_starts
+        node.attrs["ends"] = new_ends
+
+
+def _per_axis_factor(node: gs.Node, ctx: RuleContext, rank: int):
+    """Scales and sizes of Resize/Upsample spread over all axes (``None`` when not given)."""
+    if node.op == "Upsample":
+        v = ctx.const(node.inputs[1]) if ctx.opset >= 9 else node.attrs.get("scales")
+        scales = None if v is None else [float(s) for s in np.asarray(v).reshape(-1)]
+        return scales, None
+    if ctx.opset < 11:
+        scales_t, sizes_t = node.inputs[1], None
+    else:
+        scales_t = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        sizes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
+    axes = node.attrs.get("axes")
+
+    def spread(t: gs.Tensor | None, fill: float | None) -> list | None:
+        v = ctx.const(t)
+        if v is None:
+            return None
+        vals = list(np.asarray(v).reshape(-1))
+        if axes is None:
+            return vals if len(vals) == rank else None
+        full = [fill] * rank
+        for a, val in zip(axes, vals):
+            full[norm_axis(int(a), rank)] = val
+        return full
+
+    return spread(scales_t, 1.0), spread(sizes_t, None)
+
+
+@register("Resize", "Upsample")
+def resize(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    xs = ctx.shape(x)
+    if xs is None:
+        return []
+    scales, sizes = _per_axis_factor(node, ctx, len(xs))
+    rels: list[Relation] = []
+    for a, d in enumerate(xs):
+        same = (scales is not None and float(scales[a]) == 1.0) or (
+            sizes is not None and sizes[a] is not None and int(sizes[a]) == d
+        )
+        if same:
+            rels.append(Same((x.name, a), (y.name, a)))
+        else:
+            rels.append(Opaque((x.name, a), f"{node.op} '{node.name}' resizes axis {a}"))
+    return rels
+
+
+@rewriter("Resize")
+def rewrite_resize(node: gs.Node, ctx: ApplyContext) -> None:
+    if len(node.inputs) < 4 or not node.inputs[3].name:
+        return
+    sizes = ctx.const(node.inputs[3])
+    if sizes is None:
+        return
+    x = node.inputs[0]
+    new = np.array(sizes, dtype=np.int64).reshape(-1)
+    axes = node.attrs.get("axes") or list(range(len(new)))
+    changed = False
+    for i, a in enumerate(axes):
+        n = ctx.new_size((x.name, int(a)))
+        if n is not None:
+            new[i] = n
+            changed = True
+    if changed:
+        node.inputs[3] = ctx.new_const(f"{node.name}_sizes", new)
+
+
+@register("Pad")
+def pad(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if r is None:
+        return []
+    pads = ctx.ints(node, 1) if ctx.opset >= 11 else node.attrs.get("pads")
+    axes = list(range(r))
+    if ctx.opset >= 18 and len(node.inputs) > 3 and node.inputs[3].name:
+        given = ctx.ints(node, 3)
+        axes = None if given is None else [norm_axis(a, r) for a in given]
+    if pads is None or axes is None:
+        return [Opaque((x.name, a), f"Pad '{node.name}': pads computed at run time") for a in range(r)]
+    n = len(axes)
+    padded = {axes[i] for i in range(n) if int(pads[i]) != 0 or int(pads[i + n]) != 0}
+    rels: list[Relation] = []
+    for a in range(r):
+        if a in padded:
+            rels.append(Opaque((x.name, a), f"Pad '{node.name}' pads axis {a}"))
+        else:
+            rels.append(Same((x.name, a), (y.name, a)))
+    for t in node.inputs[2:3]:
+        if t.name:
+            rels += [Free(k) for k in axes_of(t, ctx)]
+    return rels
+
+
+@register("Expand")
+def expand(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    target = ctx.const(node.inputs[1])
+    if xs is None or ys is None:
+        return []
+    rels: list[Relation] = []
+    for a, d in enumerate(xs):
+        j = a + len(ys) - len(xs)
+        t = None if target is None else np.asarray(target).reshape(-1)
+        ti = None if t is None else j - (len(ys) - len(t))
+        if d == ys[j] and t is not None and (ti is None or ti < 0 or int(t[ti]) == 1):
+            rels.append(Same((x.name, a), (y.name, j)))
+        else:
+            rels.append(Opaque((x.name, a), f"Expand '{node.name}' fixes the size of axis {a}"))
+    return rels

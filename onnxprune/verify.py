@@ -1,0 +1,176 @@
+"""Checking a model is valid and comparing two models numerically in onnxruntime.
+
+Validation = ``onnx.checker.check_model(full_check=True)`` (which includes strict shape
+inference) plus an onnxruntime run. Comparison runs both models on the same seeded inputs on the
+CPU provider with graph optimizations off, so the numbers reflect the models, not the optimizer,
+and reports per output the largest absolute difference and the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import ApplyError, VerificationError
+from .io import initializer_bytes
+
+__all__ = [
+    "OutputAgreement",
+    "session",
+    "make_feeds",
+    "run",
+    "validate",
+    "compare",
+]
+
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+ModelLike = onnx.ModelProto | str | os.PathLike[str] | bytes
+
+
+@dataclass
+class OutputAgreement:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    cosine: float
+
+    def ok(self, rtol: float = 1e-4, atol: float = 1e-5, ref_scale: float = 1.0) -> bool:
+        return self.max_abs <= atol + rtol * ref_scale
+
+
+def session(
+    model: ModelLike, optimize: bool = False, threads: int = 0, provider: str = "CPUExecutionProvider"
+) -> ort.InferenceSession:
+    """An onnxruntime session; graph optimizations are off unless ``optimize``."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if isinstance(model, onnx.ModelProto):
+        if initializer_bytes(model) > 1_800_000_000:
+            raise VerificationError("models over 2 GB must be passed to onnxruntime as a path")
+        model = model.SerializeToString()
+    elif not isinstance(model, bytes):
+        model = os.fspath(model)
+    return ort.InferenceSession(model, opts, providers=[provider])
+
+
+def make_feeds(
+    sess: ort.InferenceSession,
+    input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+    batch: int = 1,
+) -> dict[str, np.ndarray]:
+    """Seeded inputs: standard normal floats, small non-negative integers, random booleans.
+
+    Symbolic dimensions take ``input_shapes`` values, else ``batch`` for the first axis and 1
+    elsewhere.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for inp in sess.get_inputs():
+        if input_shapes and inp.name in input_shapes:
+            shape = list(input_shapes[inp.name])
+        else:
+            shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(inp.shape)]
+        dtype = _NP_TYPES.get(inp.type)
+        if dtype is None:
+            raise VerificationError(f"input '{inp.name}' has type {inp.type}, which onnxprune cannot generate")
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype is np.bool_:
+            feeds[inp.name] = rng.random(shape) < 0.5
+        else:
+            feeds[inp.name] = rng.integers(0, 4, size=shape).astype(dtype)
+    return feeds
+
+
+def run(model: ModelLike | ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = model if isinstance(model, ort.InferenceSession) else session(model)
+    return [np.asarray(o) for o in sess.run(None, feeds)]
+
+
+def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> list[np.ndarray]:
+    """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails."""
+    big = initializer_bytes(model) > 1_800_000_000
+    try:
+        if big:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.onnx")
+                onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+                onnx.checker.check_model(path, full_check=True)
+                sess = session(path)
+                return run(sess, feeds or make_feeds(sess, input_shapes))
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ApplyError(f"pruned model fails the ONNX checker: {first}") from exc
+    except onnx.shape_inference.InferenceError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ApplyError(f"pruned model fails shape inference: {first}") from exc
+    try:
+        sess = session(model)
+        return run(sess, feeds or make_feeds(sess, input_shapes))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a64, b64) / (na * nb))
+
+
+def compare(
+    original: ModelLike | ort.InferenceSession,
+    pruned: ModelLike | ort.InferenceSession,
+    feeds: dict[str, np.ndarray] | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+) -> list[OutputAgreement]:
+    """Runs both models on the same inputs; one :class:`OutputAgreement` per output."""
+    s1 = original if isinstance(original, ort.InferenceSession) else session(original)
+    s2 = pruned if isinstance(pruned, ort.InferenceSession) else session(pruned)
+    feeds = feeds or make_feeds(s1, input_shapes, seed=seed)
+    o1, o2 = run(s1, feeds), run(s2, feeds)
+    names = [o.name for o in s1.get_outputs()]
+    out: list[OutputAgreement] = []
+    for name, a, b in zip(names, o1, o2):
+        if a.shape != b.shape:
+            raise VerificationError(f"output '{name}' changed shape: {a.shape} -> {b.shape}")
+        if a.dtype.kind in "fc":
+            diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+        else:
+            diff = float(np.count_nonzero(a != b))
+        out.append(OutputAgreement(name, tuple(a.shape), diff, _cosine(a, b)))
+    return out
+
+
+def allclose(original: Sequence[np.ndarray], pruned: Sequence[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    return all(np.allclose(a, b, rtol=rtol, atol=atol) for a, b in zip(original, pruned))
