@@ -25,7 +25,7 @@ from rich.table import Table
 from . import __version__
 from .api import analyze, prune
 from .bench import interleaved_latency
-from .errors import OnnxPruneError
+from .errors import OnnxPruneError, UsageError
 from .importance import CRITERIA
 from .io import parse_input_shapes
 from .report import analysis_dict, human, prune_dict
@@ -124,14 +124,7 @@ def _file_size(path: str | os.PathLike[str]) -> int:
 
 
 def _input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
-    try:
-        return parse_input_shapes(args.input_shape)
-    except ValueError as exc:
-        raise _UsageError(str(exc)) from None
-
-
-class _UsageError(OnnxPruneError):
-    exit_code = 2
+    return parse_input_shapes(args.input_shape)
 
 
 def _pct(x: float) -> str:
@@ -191,7 +184,7 @@ def _default_output(model: str) -> str:
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     out = args.output or _default_output(args.model)
     if Path(out).resolve() == Path(args.model).resolve():
-        raise _UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+        raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
     t0 = time.perf_counter()
     with console.status("pruning…", spinner="dots") if not args.json else _null():
         res = prune(
@@ -297,22 +290,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+
+    def fail(message: str) -> None:  # plain, unwrapped: one line for people and scripts
+        print(f"onnxprune: {message}", file=sys.stderr)
     try:
         return COMMANDS[args.command](args, console)
     except OnnxPruneError as exc:
         if args.debug:
             raise
-        err.print(f"onnxprune: error: {exc}", markup=False)
+        fail(f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("onnxprune: interrupted; nothing was written")
+        fail("interrupted; nothing was written")
         return 130
     except Exception as exc:  # the last line of defence: one line, no traceback
         if args.debug:
             raise
-        err.print(f"onnxprune: internal error ({type(exc).__name__}): {exc} — rerun with --debug "
-                  "for details", markup=False)
+        fail(f"internal error ({type(exc).__name__}): {exc} (rerun with --debug for details)")
         return 1
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "ModelSaveError",
     "UnsupportedModelError",
     "PlanError",
+    "UsageError",
     "ApplyError",
     "VerificationError",
 ]
@@ -43,6 +44,12 @@ class ModelSaveError(OnnxPruneError):
 
 class PlanError(OnnxPruneError):
     """Pruning options are inconsistent (bad ratio, unknown criterion, ...)."""
+
+    exit_code = 2
+
+
+class UsageError(OnnxPruneError):
+    """A command-line value is malformed or names something the model does not have."""
 
     exit_code = 2
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper
 
-from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError, UsageError
 
 __all__ = [
     "MIN_OPSET",
@@ -210,11 +210,11 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
     for spec in specs or []:
         name, sep, dims = spec.rpartition(":")
         if not sep or not name:
-            raise ValueError(f"bad --input-shape '{spec}': expected name:1,3,224,224")
+            raise UsageError(f"bad --input-shape '{spec}': expected name:1,3,224,224")
         try:
             out[name] = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
-            raise ValueError(f"bad --input-shape '{spec}': dimensions must be integers") from None
+            raise UsageError(f"bad --input-shape '{spec}': dimensions must be integers") from None
     return out
 
 
@@ -253,7 +253,7 @@ def _skeleton(
             dims = vi.type.tensor_type.shape.dim
             fixed = input_shapes.get(inp.name)
             if fixed is not None and len(fixed) != len(dims):
-                raise ValueError(
+                raise UsageError(
                     f"--input-shape for '{inp.name}' has {len(fixed)} dimensions, the model's "
                     f"input has {len(dims)}"
                 )
@@ -291,7 +291,7 @@ def infer_static_shapes(
     names = {i.name for i in model.graph.input}
     for name in input_shapes:
         if name not in names:
-            raise ValueError(
+            raise UsageError(
                 f"--input-shape names '{name}', which is not a graph input "
                 f"(inputs: {', '.join(sorted(names))})"
             )

@@ -1,0 +1,227 @@
+"""Loading, saving and the console tool as a user runs it: good paths and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from models.zoo import ZOO
+from onnxprune import verify
+from onnxprune.cli import main
+from onnxprune.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+from onnxprune.io import load_proto, save_proto
+from onnxprune.passes import ChannelPruning
+
+from .conftest import assert_valid
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    p = tmp_path / "resnet.onnx"
+    onnx.save_model(ZOO["resnet_basic"](), str(p))
+    return p
+
+
+def _digest(p: Path) -> bytes:
+    return p.read_bytes()
+
+
+# ----------------------------------------------------------------------------- io
+def test_external_data_round_trip(tmp_path: Path):
+    model = ZOO["vgg_like"]()
+    src = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(src), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    loaded = load_proto(src)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    save_proto(loaded, out, external=True)
+    assert (out.parent / "model.onnx.data").exists()
+    sess_a, sess_b = verify.session(str(src)), verify.session(str(out))
+    feeds = verify.make_feeds(sess_a)
+    np.testing.assert_array_equal(verify.run(sess_a, feeds)[0], verify.run(sess_b, feeds)[0])
+
+
+def test_external_data_outside_folder_is_refused(tmp_path: Path):
+    model = ZOO["vgg_like"]()
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    # move the model one folder down so its data reference would have to climb out
+    text = (tmp_path / "m.onnx").read_bytes().replace(b"w.data", b"../w.data"[: len(b"w.data")])
+    m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../w.data"
+    onnx.save_model(m, str(inner / "m.onnx"))
+    del text
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        load_proto(inner / "m.onnx")
+
+
+def test_missing_external_data_names_the_file(tmp_path: Path):
+    onnx.save_model(ZOO["vgg_like"](), str(tmp_path / "m.onnx"), save_as_external_data=True,
+                    location="w.data", size_threshold=0)
+    (tmp_path / "w.data").unlink()
+    with pytest.raises(ModelLoadError, match="w.data"):
+        load_proto(tmp_path / "m.onnx")
+
+
+def test_unsupported_opset(tmp_path: Path):
+    m = ZOO["vgg_like"]()
+    m.opset_import[0].version = 6
+    with pytest.raises(UnsupportedModelError, match="opset 6"):
+        load_proto(m)
+
+
+def test_save_refuses_to_overwrite_input(model_path: Path):
+    with pytest.raises(ModelSaveError, match="overwrite"):
+        save_proto(onnx.load(str(model_path)), model_path, protect=(model_path,))
+
+
+def test_save_is_atomic_on_failure(tmp_path: Path, monkeypatch):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save_model", boom)
+    with pytest.raises(ModelSaveError, match="No space left"):
+        save_proto(ZOO["vgg_like"](), target)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]  # no temp folder left behind
+
+
+# ---------------------------------------------------------------------------- cli
+def test_cli_prune_writes_valid_smaller_model_and_keeps_input(model_path: Path, capsys):
+    before = _digest(model_path)
+    out = model_path.with_name("small.onnx")
+    rc = main(["prune", str(model_path), "-o", str(out), "--ratio", "0.5", "--round-to", "4", "--check"])
+    assert rc == 0
+    assert _digest(model_path) == before
+    pruned = onnx.load(str(out))
+    assert_valid(pruned)
+    assert out.stat().st_size < model_path.stat().st_size * 0.6
+    text = capsys.readouterr().out
+    assert "params" in text and "MACs" in text and "cosine similarity" in text
+    convs = [i for i in pruned.graph.initializer if len(i.dims) == 4]
+    assert all(i.dims[0] % 4 == 0 or i.dims[0] == 10 for i in convs)
+
+
+def test_cli_prune_json(model_path: Path, capsys):
+    out = model_path.with_name("small.onnx")
+    assert main(["prune", str(model_path), "-o", str(out), "--ratio", "0.3", "--json", "--check"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs_after"] < data["macs_before"]
+    assert data["check"][0]["cosine"] > 0
+
+
+def test_cli_analyze_json_lists_groups_and_barriers(model_path: Path, capsys):
+    assert main(["analyze", str(model_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["prunable_macs_share"] >= 0.95
+    assert any(g["status"] == "barrier" for g in data["groups"])
+    assert any("graph output" in b["reason"] for b in data["barriers"])
+
+
+def test_cli_analyze_table(model_path: Path, capsys):
+    assert main(["analyze", str(model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "prunable:" in out and "barriers" in out
+
+
+def test_cli_ignore_keeps_layer(model_path: Path):
+    out = model_path.with_name("small.onnx")
+    assert main(["prune", str(model_path), "-o", str(out), "--ignore", "conv1"]) == 0
+    orig = {i.name: tuple(i.dims) for i in onnx.load(str(model_path)).graph.initializer}
+    new = {i.name: tuple(i.dims) for i in onnx.load(str(out)).graph.initializer}
+    stem = [n for n in orig if n.startswith(("conv1.", "bn1.")) and n in new]
+    assert stem and all(orig[n] == new[n] for n in stem)
+
+
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        ("missing", "no such file"),
+        ("text", "not"),
+        ("truncated", "not"),
+        ("folder", "folder"),
+    ],
+)
+def test_cli_bad_input_exit_2_one_line_no_output(tmp_path: Path, model_path: Path, capsys, setup, message):
+    bad = tmp_path / "bad.onnx"
+    if setup == "text":
+        bad.write_text("this is not a model\n" * 10)
+    elif setup == "truncated":
+        data = model_path.read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+    elif setup == "folder":
+        bad.mkdir()
+    out = tmp_path / "out.onnx"
+    rc = main(["prune", str(bad), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_refuses_same_output_as_input(model_path: Path, capsys):
+    before = _digest(model_path)
+    assert main(["prune", str(model_path), "-o", str(model_path)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert _digest(model_path) == before
+
+
+def test_cli_bad_ratio(model_path: Path, capsys):
+    assert main(["prune", str(model_path), "-o", str(model_path.with_name("x.onnx")), "--ratio", "1.5"]) == 2
+    assert "--ratio" in capsys.readouterr().err
+
+
+def test_cli_bad_input_shape(model_path: Path, capsys):
+    rc = main(["analyze", str(model_path), "--input-shape", "nosuch:1,3"])
+    assert rc == 2 and "not a graph input" in capsys.readouterr().err
+
+
+def test_cli_input_shape_fixes_batch(model_path: Path, capsys):
+    assert main(["analyze", str(model_path), "--input-shape", "input:4,3,32,32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] > 0
+
+
+def test_cli_demo_runs_from_any_folder(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    for word in ("params", "MACs", "file size", "latency", "agreement"):
+        assert word in out
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and "onnxprune" in capsys.readouterr().out
+
+
+def test_channel_pruning_pass():
+    from onnxprune.graph import load
+
+    model = load(ZOO["resnet_bottleneck"]())
+    before = sum(np.prod(t.shape) for t in model.graph.tensors().values() if t.__class__.__name__ == "Constant")
+    result = ChannelPruning(ratio=0.5)(model)
+    assert result.modified
+    after = sum(np.prod(t.shape) for t in result.model.graph.tensors().values() if t.__class__.__name__ == "Constant")
+    assert after < before * 0.5
+    assert_valid(result.model.to_proto())
+
+
+def test_console_script_is_declared():
+    text = Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text()
+    assert 'onnxprune = "onnxprune.cli:main"' in text
+    assert shutil.which("onnxprune") is None or os.access(shutil.which("onnxprune"), os.X_OK)
