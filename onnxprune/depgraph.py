@@ -140,7 +140,7 @@ class DepGraph:
     def kept_indices(self, removed: np.ndarray) -> dict[SpaceKey, np.ndarray]:
         """For each space losing atoms, the indices it keeps (``removed``: bool per channel)."""
         out: dict[SpaceKey, np.ndarray] = {}
-        for key, sp in self.spaces.items():
+        for key in self.spaces:
             drop = removed[self.space_channels(key)]
             if drop.any():
                 out[key] = np.flatnonzero(~drop)

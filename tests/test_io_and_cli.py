@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnxprune.passes import ChannelPruning
 
 from models.zoo import ZOO
 from onnxprune import verify
 from onnxprune.cli import main
 from onnxprune.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
 from onnxprune.io import load_proto, save_proto
-from onnxprune.passes import ChannelPruning
 
 from .conftest import assert_valid
 

@@ -15,7 +15,7 @@ NAMES = sorted(ZOO)
 BATCH = 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str, seed: int = 0) -> onnx.ModelProto:
     return build(name, seed=seed)
 

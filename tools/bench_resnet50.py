@@ -141,9 +141,7 @@ def spawn_child(model: Path, out: Path, ratio: float, round_to: int, workdir: Pa
            "--child-json", str(js)]
     if profile_top:
         cmd += ["--child-profile", str(profile_top), "--child-profile-out", str(prof_out)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(cmd, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=_child_env(), cwd=str(REPO_ROOT), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}) on {model.name}:\n{proc.stderr[-4000:]}")
     data = json.loads(js.read_text())
@@ -155,7 +153,25 @@ def spawn_child(model: Path, out: Path, ratio: float, round_to: int, workdir: Pa
 # ------------------------------------------------------------------------------ export
 
 
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def model_paths(workdir: Path) -> dict[str, Path]:
+    return {name: workdir / f"resnet50_{name}.onnx" for name in EXPORTERS}
+
+
 def export_models(workdir: Path) -> dict[str, Path]:
+    """Exports in a child process, so this process never holds torch or a large peak RSS
+    (a child's ``ru_maxrss`` starts from its parent's RSS at fork time)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--export-to", str(workdir)]
+    subprocess.run(cmd, env=_child_env(), cwd=str(REPO_ROOT), check=True)
+    return model_paths(workdir)
+
+
+def run_export(workdir: Path) -> int:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -165,7 +181,7 @@ def export_models(workdir: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     m = torchvision.models.resnet50(weights=None).eval()
     x = torch.randn(1, 3, 224, 224)
-    paths = {"legacy": workdir / "resnet50_legacy.onnx", "dynamo": workdir / "resnet50_dynamo.onnx"}
+    paths = model_paths(workdir)
     with torch.no_grad():
         if not paths["legacy"].exists():
             t0 = time.perf_counter()
@@ -188,7 +204,7 @@ def export_models(workdir: Path) -> dict[str, Path]:
                     dynamic_shapes=({0: batch},),
                 )
             print(f"exported {paths['dynamo'].name} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return paths
+    return 0
 
 
 # ------------------------------------------------------------------------------ checks
@@ -235,10 +251,16 @@ def check_and_time(original: Path, pruned: Path, repeat: int, warmup: int, threa
 # ------------------------------------------------------------------------------ report
 
 
-def machine_info() -> dict:
-    import onnx
-    import onnxruntime as ort
+def _version(dist: str) -> str:
+    from importlib import metadata
 
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "n/a"
+
+
+def machine_info() -> dict:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -251,18 +273,12 @@ def machine_info() -> dict:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
         nproc = os.cpu_count() or 0
-    try:
-        import torch
-
-        torch_v = torch.__version__
-    except ImportError:
-        torch_v = "n/a"
     return {
         "nproc": nproc,
         "cpu": cpu,
-        "ort": ort.__version__,
-        "onnx": onnx.__version__,
-        "torch": torch_v,
+        "ort": _version("onnxruntime"),
+        "onnx": _version("onnx"),
+        "torch": _version("torch"),
         "python": platform.python_version(),
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
@@ -301,7 +317,9 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
         f"- *analyze + prune + save*: wall time inside a fresh child process, after its imports; "
         f"median of {args.child_runs} children (min and max in brackets). `prune` includes its own "
         "validation (`check_model(full_check=True)` and an onnxruntime run).",
-        "- *Peak RSS*: the child's `ru_maxrss`; *increment* is that minus the child's `VmRSS` right "
+        "- *Peak RSS*: the child's `ru_maxrss` (the parent holds no torch and little memory when it "
+        "starts the children, since `ru_maxrss` starts from the parent's RSS at fork time; the "
+        "child's `VmHWM` is checked to agree); *increment* is that minus the child's `VmRSS` right "
         "after its imports (Python, onnx, onnxruntime, numpy, onnx-graphsurgeon); both are shown as "
         "multiples of the model file size (median over the children).",
         "- *Prunable share*: the share of Conv/Gemm/MatMul MACs that `analyze` reports in groups "
@@ -407,6 +425,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also run one profiled child per configuration and print the top N entries by cumulative time")
     # child mode (internal)
+    p.add_argument("--export-to", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-model", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -422,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return run_child(args)
+    if args.export_to:
+        return run_export(Path(args.export_to))
 
     command = "PYTHONPATH=. python tools/bench_resnet50.py" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
@@ -449,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"[{exporter} r={ratio} k={k}] child {i + 1}: "
                               f"{runs[-1]['total_s']:.2f} s (analyze {runs[-1]['analyze_s']:.2f}, "
                               f"prune {runs[-1]['prune_s']:.2f}, save {runs[-1]['save_s']:.2f}), "
-                              f"peak {_mb(runs[-1]['peak_rss'])}, baseline {_mb(runs[-1]['baseline_rss'])}",
+                              f"peak {_mb(runs[-1]['peak_rss'])} (VmHWM {_mb(runs[-1]['vmhwm'])}), baseline {_mb(runs[-1]['baseline_rss'])}",
                               flush=True)
                     if args.profile:
                         prof = spawn_child(model, pruned, ratio, k, workdir, profile_top=args.profile)
