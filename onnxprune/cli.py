@@ -206,7 +206,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         with console.status("comparing outputs…", spinner="dots") if not args.json else _null():
             sess = session(args.model)
             feeds = make_feeds(sess, _input_shapes(args) or None, seed=0, batch=2 if _batch_symbolic(sess) else 1)
-            agreement = compare(sess, res.proto, feeds)
+            agreement = compare(sess, out, feeds)
         data["check"] = [{"output": a.name, "max_abs_diff": a.max_abs, "cosine": a.cosine} for a in agreement]
     if args.json:
         print(json.dumps(data, indent=2))

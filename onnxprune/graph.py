@@ -154,6 +154,10 @@ def load(
     input_shapes = dict(input_shapes or {})
     shapes = infer_static_shapes(proto, input_shapes)
     graph = gs.import_onnx(proto)
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Constant):
+            # The data now lives in memory; where it goes on disk is decided when saving.
+            t.data_location = None
     _name_nodes(graph)
     meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
     return Model(

@@ -187,12 +187,7 @@ def save_proto(
     try:
         tmp_model = tmpdir / target.name
         if use_external:
-            to_write = onnx.ModelProto()
-            to_write.CopyFrom(model)
-            external_data_helper.convert_model_to_external_data(
-                to_write, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
-            )
-            onnx.save_model(to_write, str(tmp_model))
+            save_external(model, tmp_model, data_name)
             os.replace(tmpdir / data_name, parent / data_name)
         else:
             onnx.save_model(model, str(tmp_model))
@@ -202,6 +197,25 @@ def save_proto(
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return target
+
+
+def save_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:
+    """Saves ``model`` with its tensors in ``data_name`` beside ``path``, without a second copy.
+
+    ``onnx`` moves tensor bytes out of the proto while writing; they are read back afterwards so
+    the caller's model is unchanged, and at no time are two copies of the weights in memory.
+    """
+    try:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
+    finally:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:

@@ -12,13 +12,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import io as _io
 from .errors import ApplyError, VerificationError
-from .io import initializer_bytes
 
 __all__ = [
     "OutputAgreement",
@@ -67,7 +68,7 @@ def session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     if isinstance(model, onnx.ModelProto):
-        if initializer_bytes(model) > 1_800_000_000:
+        if _io.initializer_bytes(model) > _io.EXTERNAL_DATA_THRESHOLD:
             raise VerificationError("models over 2 GB must be passed to onnxruntime as a path")
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
@@ -113,12 +114,12 @@ def run(model: ModelLike | ort.InferenceSession, feeds: dict[str, np.ndarray]) -
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
              input_shapes: dict[str, list[int]] | None = None) -> list[np.ndarray]:
     """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails."""
-    big = initializer_bytes(model) > 1_800_000_000
+    big = _io.initializer_bytes(model) > _io.EXTERNAL_DATA_THRESHOLD
     try:
         if big:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "model.onnx")
-                onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+                _io.save_external(model, Path(path), "model.onnx.data")
                 onnx.checker.check_model(path, full_check=True)
                 sess = session(path)
                 return run(sess, feeds or make_feeds(sess, input_shapes))
