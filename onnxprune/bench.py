@@ -42,8 +42,12 @@ def interleaved_latency(
     """Times each model ``repeat`` times in alternation after ``warmup`` runs each.
 
     Sessions use full graph optimization and ``threads`` intra-op threads on the CPU provider.
+    Each session has its own thread pool, so idle workers must not busy-wait: the workers of the
+    session that just ran would otherwise compete for the cores with the one being timed.
     """
-    sessions: list[ort.InferenceSession] = [session(m, optimize=True, threads=threads) for m in models]
+    sessions: list[ort.InferenceSession] = [
+        session(m, optimize=True, threads=threads, spin=False) for m in models
+    ]
     for s in sessions:
         for _ in range(warmup):
             s.run(None, feeds)

@@ -123,6 +123,33 @@ class Model:
         self.shapes = infer_static_shapes(proto, self.input_shapes)
 
 
+def untie_uniform_constants(graph: gs.Graph) -> int:
+    """Gives each user its own copy of a shared constant whose elements are all equal.
+
+    Exporters and simplifiers merge identical tensors; with freshly initialized or folded
+    weights many Conv biases are all zero and end up as one initializer read by dozens of
+    unrelated layers. Sharing by coincidence of value must not couple those layers' channels,
+    and a uniform tensor carries no per-channel identity, so copying it is exact. Non-uniform
+    shared tensors (tied weights) stay shared and couple their users on purpose.
+
+    Returns the number of copies made.
+    """
+    made = 0
+    for t in list(graph.tensors().values()):
+        if not isinstance(t, gs.Constant) or len(t.outputs) < 2 or t.values.size < 2:
+            continue
+        v = t.values
+        if not (v.dtype.kind in "fiub" and np.all(v == v.reshape(-1)[0])):
+            continue
+        for k, node in enumerate(list(t.outputs)[1:], start=1):
+            copy = gs.Constant(f"{t.name}__copy{k}", np.array(v), export_dtype=t.export_dtype)
+            for i, inp in enumerate(node.inputs):
+                if inp is t:
+                    node.inputs[i] = copy
+            made += 1
+    return made
+
+
 def _name_nodes(graph: gs.Graph) -> None:
     """Gives every nameless node a unique readable name so reports can point at it."""
     used = {n.name for n in graph.nodes if n.name}
@@ -156,11 +183,15 @@ def load(
     graph = gs.import_onnx(proto)
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant):
+            # Read every weight into numpy now, so the parsed protobuf can be freed when this
+            # function returns: one copy of the weights stays resident, not two.
+            t.values = np.asarray(t.values)
             # The data now lives in memory; where it goes on disk is decided when saving.
             t.data_location = None
     _name_nodes(graph)
+    untie_uniform_constants(graph)
     meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
-    return Model(
+    model = Model(
         graph=graph,
         shapes=shapes,
         opset=default_opset(proto),
@@ -171,3 +202,5 @@ def load(
         doc_string=proto.doc_string,
         model_version=proto.model_version,
     )
+    del proto  # the weights now live only in the graph
+    return model

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .graph import Model, const_value
+from .graph import Model
 
 __all__ = ["Profile", "profile", "LINEAR_OPS"]
 
@@ -65,16 +65,16 @@ def profile(model: Model) -> Profile:
         prof.macs += m
         p = 0
         for t in node.inputs:
-            if not t.name or t.name in counted:
-                continue
-            v = const_value(t) if isinstance(t, gs.Constant) else None
-            if v is not None and np.issubdtype(v.dtype, np.floating):
-                counted.add(t.name)
-                p += int(v.size)
+            if isinstance(t, gs.Constant) and t.name and t.name not in counted:
+                # shape/dtype only: counting must not load (and so copy) the weights
+                if np.issubdtype(np.dtype(t.dtype), np.floating):
+                    counted.add(t.name)
+                    p += int(np.prod(t.shape, dtype=np.int64))
         if node.op == "Constant":
-            v = const_value(node.outputs[0])
-            if v is not None and np.issubdtype(v.dtype, np.floating) and v.size > 1:
-                p += int(v.size)
+            v = node.attrs.get("value")
+            if isinstance(v, gs.Constant) and np.issubdtype(np.dtype(v.dtype), np.floating):
+                n = int(np.prod(v.shape, dtype=np.int64))
+                p += n if n > 1 else 0
         prof.node_params[node.name] = p
         prof.params += p
     return prof

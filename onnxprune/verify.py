@@ -56,10 +56,20 @@ class OutputAgreement:
 
 
 def session(
-    model: ModelLike, optimize: bool = False, threads: int = 0, provider: str = "CPUExecutionProvider"
+    model: ModelLike,
+    optimize: bool = False,
+    threads: int = 0,
+    provider: str = "CPUExecutionProvider",
+    spin: bool = True,
 ) -> ort.InferenceSession:
-    """An onnxruntime session; graph optimizations are off unless ``optimize``."""
+    """An onnxruntime session; graph optimizations are off unless ``optimize``.
+
+    ``spin=False`` stops idle intra-op workers from busy-waiting: needed when several sessions
+    take turns on few cores, where one session's spinning workers would steal time from the next.
+    """
     opts = ort.SessionOptions()
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL

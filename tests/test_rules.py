@@ -266,3 +266,21 @@ def test_maxpool_indices_output_freezes_channels():
         }""", {"w1": (8, 3, 3, 3), "b1": (8,)})
     an = api.analyze(m)
     assert all(g.n_prunable == 0 for g in an.depgraph.groups)
+
+
+def test_uniform_shared_bias_is_copied_not_coupling():
+    """An all-zero bias merged by an exporter must not tie unrelated layers together."""
+    m = make("""g (float[N,3,8,8] x) => (float[N,6,8,8] y) {
+            c1 = Conv <pads=[1,1,1,1]> (x, w1, bs)
+            c2 = Conv <pads=[1,1,1,1]> (x, w1b, bs)
+            r1 = Relu(c1)
+            r2 = Sigmoid(c2)
+            s = Concat <axis=1> (r1, r2)
+            y = Conv (s, w2, b2)
+        }""", {"w1": (8, 3, 3, 3), "w1b": (8, 3, 3, 3), "bs": np.zeros(8, np.float32),
+               "w2": (6, 16, 1, 1), "b2": (6,)})
+    dg = build_depgraph(load(m))
+    g1 = next(g for g in dg.groups if ("c1", 1) in g.spaces)
+    # joined by the Concat, but channel i of c1 and channel i of c2 are no longer one channel
+    assert g1.size == 16 and int(g1.strata.max()) + 1 == 2
+    lossless(m)

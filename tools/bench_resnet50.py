@@ -85,9 +85,17 @@ def run_child(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     t0 = time.perf_counter()
-    an = analyze(args.child_model)
+    an = None if args.child_skip_analyze else analyze(args.child_model)
+    share = an.prunable_macs_share if an is not None else None
     t1 = time.perf_counter()
-    res = prune(args.child_model, ratio=args.child_ratio, round_to=args.child_round_to)
+    # prune reuses the analysed model: one load, one dependency graph
+    res = prune(
+        args.child_model,
+        ratio=args.child_ratio,
+        round_to=args.child_round_to,
+        depgraph=an.depgraph if an is not None else None,
+    )
+    del an
     t2 = time.perf_counter()
     res.save(args.child_out)
     t3 = time.perf_counter()
@@ -106,11 +114,8 @@ def run_child(args: argparse.Namespace) -> int:
         "baseline_rss": baseline_rss,
         "peak_rss": peak_rss,
         "vmhwm": hwm,
-        "groups": len(an.depgraph.groups),
-        "prunable_macs_share": an.prunable_macs_share,
-        "linear_macs": an.linear_macs,
-        "analyze_macs": an.profile.macs,
-        "analyze_params": an.profile.params,
+        "groups": len(res.depgraph.groups),
+        "prunable_macs_share": share,
         "before_macs": res.before.macs,
         "after_macs": res.after.macs,
         "before_params": res.before.params,
@@ -128,22 +133,44 @@ def run_child(args: argparse.Namespace) -> int:
     return 0
 
 
-def spawn_child(model: Path, out: Path, ratio: float, round_to: int, workdir: Path,
-                profile_top: int = 0) -> dict:
-    tag = f"{model.stem}-r{ratio}-k{round_to}"
+def spawn_child(
+    model: Path,
+    out: Path,
+    ratio: float,
+    round_to: int,
+    workdir: Path,
+    profile_top: int = 0,
+    skip_analyze: bool = False,
+) -> dict:
+    tag = f"{model.stem}-r{ratio}-k{round_to}" + ("-prune-only" if skip_analyze else "")
     js = workdir / f"{tag}.child.json"
     prof_out = workdir / f"{tag}.profile.txt"
     js.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child",
-           "--child-model", str(model), "--child-out", str(out),
-           "--child-ratio", str(ratio), "--child-round-to", str(round_to),
-           "--child-json", str(js)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--child-model",
+        str(model),
+        "--child-out",
+        str(out),
+        "--child-ratio",
+        str(ratio),
+        "--child-round-to",
+        str(round_to),
+        "--child-json",
+        str(js),
+    ]
+    if skip_analyze:
+        cmd.append("--child-skip-analyze")
     if profile_top:
         cmd += ["--child-profile", str(profile_top), "--child-profile-out", str(prof_out)]
     proc = subprocess.run(cmd, env=_child_env(), cwd=str(REPO_ROOT), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"child failed ({proc.returncode}) on {model.name}:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"child failed ({proc.returncode}) on {model.name}:\n{proc.stderr[-4000:]}"
+        )
     data = json.loads(js.read_text())
     if profile_top:
         data["profile_text"] = prof_out.read_text()
@@ -188,26 +215,98 @@ def run_export(workdir: Path) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    m, x, str(paths["legacy"]), dynamo=False, opset_version=17,
+                    m,
+                    x,
+                    str(paths["legacy"]),
+                    dynamo=False,
+                    opset_version=17,
                     dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                    input_names=["input"], output_names=["logits"],
+                    input_names=["input"],
+                    output_names=["logits"],
                 )
-            print(f"exported {paths['legacy'].name} in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"exported {paths['legacy'].name} in {time.perf_counter() - t0:.1f} s", flush=True
+            )
         if not paths["dynamo"].exists():
             t0 = time.perf_counter()
             batch = torch.export.Dim("batch", min=1, max=1024)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    m, (x,), str(paths["dynamo"]), dynamo=True, external_data=False,
-                    opset_version=18, input_names=["input"], output_names=["logits"],
+                    m,
+                    (x,),
+                    str(paths["dynamo"]),
+                    dynamo=True,
+                    external_data=False,
+                    opset_version=18,
+                    input_names=["input"],
+                    output_names=["logits"],
                     dynamic_shapes=({0: batch},),
                 )
-            print(f"exported {paths['dynamo'].name} in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"exported {paths['dynamo'].name} in {time.perf_counter() - t0:.1f} s", flush=True
+            )
     return 0
 
 
 # ------------------------------------------------------------------------------ checks
+
+
+def interleaved_no_spin(
+    models: list[Path], feeds: dict, threads: int, warmup: int, repeat: int
+) -> list[list[float]]:
+    """Like ``interleaved_latency`` but with ``session.intra_op.allow_spinning=0``.
+
+    Each onnxruntime session owns its intra-op thread pool, whose idle workers busy-wait after
+    a run. With two sessions alternating on a 2-core machine, the waiting workers of one session
+    compete with the running session for the cores, which distorts both timings (and the
+    shorter model's the most). Without spinning the workers sleep between runs.
+    """
+    import onnxruntime as ort
+
+    sessions = []
+    for m in models:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions.append(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feeds)
+    samples: list[list[float]] = [[] for _ in sessions]
+    for _ in range(repeat):
+        for i, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            samples[i].append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def shared_initializers(path: Path) -> int:
+    """Initializers read by more than one node (directly or through ``Identity``)."""
+    import collections
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    alias = {
+        n.output[0]: n.input[0]
+        for n in m.graph.node
+        if n.op_type == "Identity" and n.input[0] in inits
+    }
+    uses: collections.Counter[str] = collections.Counter()
+    for n in m.graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            continue
+        for name in set(n.input):
+            name = alias.get(name, name)
+            if name in inits:
+                uses[name] += 1
+    return sum(1 for c in uses.values() if c > 1)
 
 
 def check_and_time(original: Path, pruned: Path, repeat: int, warmup: int, threads: int) -> dict:
@@ -217,7 +316,7 @@ def check_and_time(original: Path, pruned: Path, repeat: int, warmup: int, threa
     from onnxprune.bench import interleaved_latency
     from onnxprune.verify import compare, make_feeds, session
 
-    out: dict = {}
+    out: dict = {"shared_inits": shared_initializers(original)}
     try:
         onnx.checker.check_model(str(pruned), full_check=True)
         out["checker"] = True
@@ -236,8 +335,9 @@ def check_and_time(original: Path, pruned: Path, repeat: int, warmup: int, threa
         out["runs"] = False
         out["run_error"] = str(exc).strip().splitlines()[0][:200]
         return out
-    lat = interleaved_latency([str(original), str(pruned)], feeds, threads=threads,
-                              warmup=warmup, repeat=repeat)
+    lat = interleaved_latency(
+        [str(original), str(pruned)], feeds, threads=threads, warmup=warmup, repeat=repeat
+    )
     out["lat_orig_ms"], out["lat_pruned_ms"] = lat.medians_ms
     out["lat_ratio"] = lat.ratio(1, 0)
     pair = np.asarray(lat.samples_ms[1]) / np.asarray(lat.samples_ms[0])
@@ -245,6 +345,13 @@ def check_and_time(original: Path, pruned: Path, repeat: int, warmup: int, threa
     out["lat_pair_ratio_iqr"] = [float(np.percentile(pair, 25)), float(np.percentile(pair, 75))]
     out["lat_orig_iqr_ms"] = [float(np.percentile(lat.samples_ms[0], q)) for q in (25, 75)]
     out["lat_pruned_iqr_ms"] = [float(np.percentile(lat.samples_ms[1], q)) for q in (25, 75)]
+    for key, n_threads in (("nospin", threads), ("nospin1", 1)):
+        smp = interleaved_no_spin([original, pruned], feeds, n_threads, warmup, repeat)
+        med = [float(np.median(x)) for x in smp]
+        out[f"lat_{key}_ms"] = med
+        out[f"lat_{key}_ratio"] = med[1] / med[0]
+        pair = np.asarray(smp[1]) / np.asarray(smp[0])
+        out[f"lat_{key}_pair_iqr"] = [float(np.percentile(pair, q)) for q in (25, 50, 75)]
     return out
 
 
@@ -299,7 +406,7 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
         "",
         "torchvision `resnet50(weights=None)` after `torch.manual_seed(0)`, eval mode, input "
         "1x3x224x224 with a dynamic batch axis, exported with both torch exporters and pruned "
-        "with `prune(ratio=..., criterion=\"l1\", round_to=...)` (uniform ratio per prunable group).",
+        'with `prune(ratio=..., criterion="l1", round_to=...)` (uniform ratio per prunable group).',
         "",
         "Regenerate with (from the repository root):",
         "",
@@ -327,9 +434,20 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
         f"- *Latency*: CPU provider, `ORT_ENABLE_ALL`, batch 1, {args.threads} intra-op threads, "
         f"{args.warmup} warm-up runs each, then {args.repeat} runs each in the order A B A B ...; "
         "ratio of the medians (the median of the per-pair ratios and its interquartile range are "
-        "given as a noise check).",
+        "given as a noise check). This is `onnxprune.bench.interleaved_latency`, whose sessions "
+        "keep onnxruntime's default busy-waiting intra-op workers. Because every session has its "
+        "own thread pool, the spinning workers of the session that just ran compete for the two "
+        "cores with the session being timed, so the same measurement is repeated with "
+        "`session.intra_op.allow_spinning=0` (the second latency row), and once more with a "
+        "single thread, where no pool is involved.",
         "- *Output cosine*: cosine similarity of the logits of original and pruned on the same "
         "seeded input; informational only, since the weights are random and nothing is fine-tuned.",
+        "- *Channel groups*: the TorchScript exporter merges identical constant tensors into one "
+        "initializer (read through `Identity` nodes). With random weights, the Conv biases folded "
+        "from freshly initialised BatchNorms are all zero and get merged, and a shared tensor "
+        "couples the channels of every layer that reads it, so that export has far fewer, larger "
+        "groups than the torch.export one. MACs, parameters and latency after pruning are the "
+        "same; only which channels are removed differs.",
         "",
     ]
     for r in results:
@@ -347,7 +465,8 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
             f"### {EXPORTERS[r['exporter']]} — ratio {r['ratio']}, round_to {r['round_to']}",
             "",
             f"Model file: {_mb(size)} ({size:,} bytes); pruned file: {_mb(r['pruned_size'])}; "
-            f"{c['groups']} channel groups.",
+            f"{c['groups']} channel groups; {chk['shared_inits']} initializers are shared by several "
+            "nodes.",
             "",
             "| Metric | Value | Target | Result |",
             "|---|---|---|---|",
@@ -370,6 +489,13 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
                 f"{chk['lat_orig_ms']:.2f} ms; per-pair median {chk['lat_pair_ratio_median']:.3f}x, "
                 f"IQR {chk['lat_pair_ratio_iqr'][0]:.3f}–{chk['lat_pair_ratio_iqr'][1]:.3f}) | "
                 f"<= {TARGET_LATENCY:.2f}x | {_pf(chk['lat_ratio'] <= TARGET_LATENCY)} |",
+                f"| Latency pruned/original, intra-op spinning off | {chk['lat_nospin_ratio']:.3f}x "
+                f"({chk['lat_nospin_ms'][1]:.2f} / {chk['lat_nospin_ms'][0]:.2f} ms; per-pair median "
+                f"{chk['lat_nospin_pair_iqr'][1]:.3f}x, IQR {chk['lat_nospin_pair_iqr'][0]:.3f}–"
+                f"{chk['lat_nospin_pair_iqr'][2]:.3f}) | <= {TARGET_LATENCY:.2f}x | "
+                f"{_pf(chk['lat_nospin_ratio'] <= TARGET_LATENCY)} |",
+                f"| Latency pruned/original, 1 thread (informational) | {chk['lat_nospin1_ratio']:.3f}x "
+                f"({chk['lat_nospin1_ms'][1]:.2f} / {chk['lat_nospin1_ms'][0]:.2f} ms) | — | — |",
             ]
         lines += [
             f"| analyze + prune + save | {t_med:.2f} s [{min(tot):.2f}–{max(tot):.2f}] "
@@ -382,6 +508,12 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
             f"| Peak RSS, absolute | {peak / size:.2f}x file size ({_mb(peak)}; baseline after "
             f"imports {_mb(base)}) | < {TARGET_MEMORY:.0f}x | {_pf(peak / size < TARGET_MEMORY)} |",
         ]
+        alone = r["prune_alone"]
+        a_inc = alone["peak_rss"] - alone["baseline_rss"]
+        lines.append(
+            f"| Peak RSS increment, `prune` alone without `analyze` (informational) | "
+            f"{a_inc / size:.2f}x file size ({_mb(a_inc)}; {alone['total_s']:.2f} s) | — | — |"
+        )
         if chk["runs"]:
             lines.append(
                 f"| Output cosine similarity (informational) | {chk['cosine']:.4f} "
@@ -397,7 +529,7 @@ def write_doc(path: Path, section: str) -> None:
         text = path.read_text()
         b, e = text.find(BEGIN), text.find(END)
         if b != -1 and e != -1 and e > b:
-            text = text[:b] + section.rstrip("\n") + text[e + len(END):]
+            text = text[:b] + section.rstrip("\n") + text[e + len(END) :]
         else:
             text = text.rstrip("\n") + "\n\n" + section
     else:
@@ -414,16 +546,30 @@ def write_doc(path: Path, section: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-md", default="docs/benchmarks.md", help="markdown file to update")
-    p.add_argument("--workdir", default=None, help="folder for the exported/pruned models (default: a temporary folder)")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="folder for the exported/pruned models (default: a temporary folder)",
+    )
     p.add_argument("--repeat", type=int, default=30, help="timed runs per model for latency")
     p.add_argument("--warmup", type=int, default=5, help="warm-up runs per model for latency")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.5], help="pruning ratios")
     p.add_argument("--round-to", type=int, nargs="+", default=[1], help="round_to values")
-    p.add_argument("--child-runs", type=int, default=3, help="fresh processes per configuration for time/memory")
+    p.add_argument(
+        "--child-runs",
+        type=int,
+        default=3,
+        help="fresh processes per configuration for time/memory",
+    )
     p.add_argument("--exporters", nargs="+", choices=list(EXPORTERS), default=list(EXPORTERS))
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also run one profiled child per configuration and print the top N entries by cumulative time")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run one profiled child per configuration and print the top N entries by cumulative time",
+    )
     # child mode (internal)
     p.add_argument("--export-to", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -432,6 +578,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child-ratio", type=float, default=0.5, help=argparse.SUPPRESS)
     p.add_argument("--child-round-to", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--child-json", help=argparse.SUPPRESS)
+    p.add_argument("--child-skip-analyze", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-profile", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--child-profile-out", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -467,25 +614,51 @@ def main(argv: list[str] | None = None) -> int:
                     runs = []
                     for i in range(args.child_runs):
                         runs.append(spawn_child(model, pruned, ratio, k, workdir))
-                        print(f"[{exporter} r={ratio} k={k}] child {i + 1}: "
-                              f"{runs[-1]['total_s']:.2f} s (analyze {runs[-1]['analyze_s']:.2f}, "
-                              f"prune {runs[-1]['prune_s']:.2f}, save {runs[-1]['save_s']:.2f}), "
-                              f"peak {_mb(runs[-1]['peak_rss'])} (VmHWM {_mb(runs[-1]['vmhwm'])}), baseline {_mb(runs[-1]['baseline_rss'])}",
-                              flush=True)
+                        print(
+                            f"[{exporter} r={ratio} k={k}] child {i + 1}: "
+                            f"{runs[-1]['total_s']:.2f} s (analyze {runs[-1]['analyze_s']:.2f}, "
+                            f"prune {runs[-1]['prune_s']:.2f}, save {runs[-1]['save_s']:.2f}), "
+                            f"peak {_mb(runs[-1]['peak_rss'])} (VmHWM {_mb(runs[-1]['vmhwm'])}), baseline {_mb(runs[-1]['baseline_rss'])}",
+                            flush=True,
+                        )
+                    alone = spawn_child(model, pruned, ratio, k, workdir, skip_analyze=True)
+                    print(
+                        f"[{exporter} r={ratio} k={k}] prune alone: {alone['total_s']:.2f} s, "
+                        f"peak {_mb(alone['peak_rss'])}, baseline {_mb(alone['baseline_rss'])}",
+                        flush=True,
+                    )
                     if args.profile:
-                        prof = spawn_child(model, pruned, ratio, k, workdir, profile_top=args.profile)
-                        print(f"[{exporter} r={ratio} k={k}] cProfile of analyze + prune + save "
-                              f"(top {args.profile} by cumulative time):\n{prof['profile_text']}", flush=True)
+                        prof = spawn_child(
+                            model, pruned, ratio, k, workdir, profile_top=args.profile
+                        )
+                        print(
+                            f"[{exporter} r={ratio} k={k}] cProfile of analyze + prune + save "
+                            f"(top {args.profile} by cumulative time):\n{prof['profile_text']}",
+                            flush=True,
+                        )
                     check = check_and_time(model, pruned, args.repeat, args.warmup, args.threads)
-                    print(f"[{exporter} r={ratio} k={k}] checker={check['checker']} runs={check['runs']} "
-                          f"latency ratio={check.get('lat_ratio', float('nan')):.3f} "
-                          f"({check.get('lat_pruned_ms', 0):.2f} / {check.get('lat_orig_ms', 0):.2f} ms) "
-                          f"cosine={check.get('cosine', float('nan')):.4f}", flush=True)
-                    results.append({
-                        "exporter": exporter, "ratio": ratio, "round_to": k,
-                        "file_size": model.stat().st_size, "pruned_size": pruned.stat().st_size,
-                        "child": runs[0], "child_runs": runs, "check": check,
-                    })
+                    print(
+                        f"[{exporter} r={ratio} k={k}] checker={check['checker']} runs={check['runs']} "
+                        f"latency ratio={check.get('lat_ratio', float('nan')):.3f} "
+                        f"({check.get('lat_pruned_ms', 0):.2f} / {check.get('lat_orig_ms', 0):.2f} ms) "
+                        f"nospin={check.get('lat_nospin_ratio', float('nan')):.3f} "
+                        f"1thread={check.get('lat_nospin1_ratio', float('nan')):.3f} "
+                        f"cosine={check.get('cosine', float('nan')):.4f}",
+                        flush=True,
+                    )
+                    results.append(
+                        {
+                            "exporter": exporter,
+                            "ratio": ratio,
+                            "round_to": k,
+                            "file_size": model.stat().st_size,
+                            "pruned_size": pruned.stat().st_size,
+                            "child": runs[0],
+                            "child_runs": runs,
+                            "prune_alone": alone,
+                            "check": check,
+                        }
+                    )
         section = render_section(info, results, command, args)
         out_md = Path(args.out_md)
         if not out_md.is_absolute():
