@@ -83,10 +83,11 @@ def analyze(
     source: Source,
     input_shapes: dict[str, list[int]] | None = None,
     ignore: list[str] | None = None,
+    prune_hidden: bool = False,
 ) -> Analysis:
     """Builds the dependency graph of a model and attributes MACs/params to its groups."""
     model = load(source, input_shapes)
-    dg = build_depgraph(model, ignore)
+    dg = build_depgraph(model, ignore, prune_hidden)
     return _attribute(model, dg, profile(model))
 
 
@@ -128,6 +129,7 @@ def prune(
     seed: int = 0,
     plan: Plan | None = None,
     depgraph: DepGraph | None = None,
+    prune_hidden: bool = False,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -146,12 +148,14 @@ def prune(
         seed: for the ``random`` criterion.
         plan: an explicit plan (overrides ratio/criterion); needs ``depgraph``.
         depgraph: the dependency graph ``plan`` was made for.
+        prune_hidden: also prune a transformer's residual width (through LayerNorm/RMSNorm);
+            lossy, so off by default.
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph
     else:
         model = load(source, input_shapes)
-        dg = build_depgraph(model, ignore)
+        dg = build_depgraph(model, ignore, prune_hidden)
     before = profile(model)
     # Output shapes as analysed (symbolic input dims fixed); the pruned model must reproduce them
     # on inputs of exactly those sizes.

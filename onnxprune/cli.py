@@ -54,6 +54,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "(repeatable; unspecified symbolic dimensions are taken as 1)",
     )
     p.add_argument(
+        "--prune-hidden",
+        action="store_true",
+        help="also prune a transformer's residual (hidden) width through LayerNorm/RMSNorm; "
+        "changes normalization statistics, so outputs move more",
+    )
+    p.add_argument(
         "--ignore",
         action="append",
         metavar="GLOB",
@@ -135,7 +141,7 @@ def _pct(x: float) -> str:
 def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     t0 = time.perf_counter()
     with console.status("analyzing…", spinner="dots") if not args.json else _null():
-        an = analyze(args.model, _input_shapes(args), args.ignore)
+        an = analyze(args.model, _input_shapes(args), args.ignore, args.prune_hidden)
     data = analysis_dict(an)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -196,6 +202,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             ignore=args.ignore,
             input_shapes=_input_shapes(args),
             seed=args.seed,
+            prune_hidden=args.prune_hidden,
         )
         res.save(out, protect=(args.model,))
     elapsed = time.perf_counter() - t0

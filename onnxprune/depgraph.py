@@ -150,16 +150,20 @@ class DepGraph:
         return [(k, r) for k, sp in self.spaces.items() for r in sp.reasons]
 
 
-def build_depgraph(model: Model, ignore: list[str] | None = None) -> DepGraph:
+def build_depgraph(
+    model: Model, ignore: list[str] | None = None, prune_hidden: bool = False
+) -> DepGraph:
     """Analyses ``model`` and returns its dependency graph.
 
     Args:
         model: the loaded model (its static shapes are used).
         ignore: node or tensor names (shell globs) whose channels must not be pruned.
+        prune_hidden: let channels pass through normalizations over the channel axis
+            (a transformer's residual width); off by default because it is lossy.
     """
     dg = DepGraph(model)
     graph = model.graph
-    ctx = RuleContext(shapes=model.shapes, opset=model.opset)
+    ctx = RuleContext(shapes=model.shapes, opset=model.opset, prune_hidden=prune_hidden)
     tensors = graph.tensors()
 
     # 1. Every rule declares its relations once.
@@ -218,7 +222,8 @@ def build_depgraph(model: Model, ignore: list[str] | None = None) -> DepGraph:
         rels_here = by_key.get(key, [])
         for node in touching.get(key[0], []):
             if node.name in no_rule:
-                freeze[key].append(f"{node.op} '{node.name}' has no channel rule (barrier)")
+                dom = f" (domain {node.domain})" if getattr(node, "domain", "") else ""
+                freeze[key].append(f"{node.op}{dom} '{node.name}' has no channel rule (barrier)")
                 continue
             mine = [r for n, r in rels_here if n is node]
             if not mine:
@@ -255,7 +260,9 @@ def build_depgraph(model: Model, ignore: list[str] | None = None) -> DepGraph:
     for (node_name, key), rels in pending.items():
         active = [r for r in rels if r.coarse in seen]
         other = [
-            r for n, r in by_key.get(key, []) if n.name == node_name and not isinstance(r, Expand)
+            r
+            for n, r in by_key.get(key, [])
+            if n.name == node_name and (not isinstance(r, Expand) or r.follow_up or r.coarse == key)
         ]
         if not active and not other:
             src = ", ".join(f"'{r.coarse[0]}' axis {r.coarse[1]}" for r in rels)

@@ -118,6 +118,9 @@ class RuleContext(_Reader):
 
     shapes: dict[str, tuple[int | None, ...]]
     opset: int
+    #: Let normalizations over the channel axis (LayerNorm, RMSNorm statistics) pass channels
+    #: through: pruning the residual width of a transformer. Lossy by nature, so opt-in.
+    prune_hidden: bool = False
     virtual_sizes: dict[SpaceKey, int] = field(default_factory=dict)
 
     def shape(self, t: gs.Tensor) -> tuple[int | None, ...] | None:
@@ -232,7 +235,7 @@ def norm_axis(axis: int, rank: int) -> int:
 
 
 def _load_builtin_rules() -> None:
-    from . import conv, elementwise, linear, norm, pool, shape_ops  # noqa: F401
+    from . import conv, elementwise, gather, linear, norm, pool, shape_ops  # noqa: F401
 
 
 _load_builtin_rules()

@@ -77,3 +77,38 @@ def rewrite_groupnorm(node: gs.Node, ctx: ApplyContext) -> None:
     n = ctx.new_size((f"{node.name}#groups", 0))
     if n is not None:
         node.attrs["num_groups"] = int(n)
+
+
+@register("LayerNormalization", "SimplifiedLayerNormalization", since=1)
+def layernorm(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    """Normalizes over axes ``axis..rank-1`` with scale/bias of those trailing dims.
+
+    The leading axes are independent (Same). The normalized axes mix every channel into the
+    statistics, so they are opaque unless ``prune_hidden`` is on; then the last axis is treated as
+    a channel axis whose scale and bias follow it (removing a channel changes the mean and the
+    variance a little, which is why hidden-width pruning is opt-in).
+    """
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if r is None:
+        return []
+    axis = int(node.attrs.get("axis", -1))
+    axis = axis + r if axis < 0 else axis
+    rels: list[Relation] = [Same((x.name, a), (y.name, a)) for a in range(axis)]
+    for extra in node.outputs[1:]:  # Mean / InvStdDev outputs keep the leading axes
+        if extra.name:
+            rels += [Same((x.name, a), (extra.name, a)) for a in range(axis)]
+    for a in range(axis, r):
+        if ctx.prune_hidden and a == r - 1:
+            rels.append(Same((x.name, a), (y.name, a)))
+            for p in node.inputs[1:3]:
+                pr = ctx.rank(p) if p.name else None
+                if pr:
+                    rels.append(Same((x.name, a), (p.name, pr - 1), seed=True))
+        else:
+            reason = (
+                f"{node.op} '{node.name}' normalizes over axis {a} (the hidden width; "
+                "use --prune-hidden to prune it)"
+            )
+            rels += [Opaque((x.name, a), reason), Opaque((y.name, a), reason)]
+    return rels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from . import Opaque, Relation, RuleContext, Same, norm_axis, register
+from . import Free, Opaque, Relation, RuleContext, Same, norm_axis, register
 
 REDUCE = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -46,9 +46,17 @@ def reduce(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     keep = int(node.attrs.get("keepdims", 1))
     rels: list[Relation] = []
     j = 0
+    statistic = node.op in ("ReduceMean", "ReduceSumSquare", "ReduceL2") and keep
     for a in range(r):
         if a in reduced:
+            if ctx.prune_hidden and statistic and a == r - 1:
+                # a decomposed LayerNorm/RMSNorm statistic: reads every channel, carries none
+                rels += [Free((x.name, a)), Free((y.name, j))]
+                j += 1
+                continue
             reason = f"{node.op} '{node.name}' reduces over axis {a}"
+            if a == r - 1 and node.op == "ReduceMean":
+                reason += " (a normalization statistic; --prune-hidden prunes through it)"
             rels.append(Opaque((x.name, a), reason))
             if keep:
                 rels.append(Opaque((y.name, j), reason))

@@ -143,43 +143,52 @@ def _reshape_relations(
                 inner = math.prod(xs[b] for b in gi[p + 1 :])  # type: ignore[misc]
                 rels.append(Expand((x.name, a), (y.name, gj[0]), outer, inner))
         elif len(gi) == 1:
+            # One axis split into several ([B,S,H*D] -> [B,S,H,D]): a channel of the input is
+            # carried by the outermost part (a head); the others are positions inside it.
             for p, j in enumerate(gj):
                 outer = math.prod(ys[b] for b in gj[:p])  # type: ignore[misc]
                 inner = math.prod(ys[b] for b in gj[p + 1 :])  # type: ignore[misc]
-                rels.append(Expand((y.name, j), (x.name, gi[0]), outer, inner))
+                rels.append(Expand((y.name, j), (x.name, gi[0]), outer, inner, follow_up=p == 0))
         else:
             reason = f"{node.op} '{node.name}' mixes axes {gi} into {gj}"
             rels += [Opaque((x.name, a), reason) for a in gi] + [Opaque((y.name, j), reason) for j in gj]
     return rels
 
 
-def shape_entries(t: gs.Tensor, ctx: RuleContext, depth: int = 0) -> list[int | None] | None:
-    """Evaluates a 1-D shape vector: each entry is a constant int or ``None`` (run-time value).
+ShapeSource = tuple[gs.Node, int, int]
+"""Where a constant shape entry lives: (node reading the constant, its input index, flat index)."""
 
-    Follows Concat/Unsqueeze/Squeeze/Cast/Identity of constants and ``Gather(Shape(x))``; returns
-    ``None`` when even the length is unknown.
+
+def shape_sources(
+    t: gs.Tensor, ctx: RuleContext | ApplyContext, reader: gs.Node, slot: int, depth: int = 0
+) -> list[tuple[int | None, ShapeSource | None]] | None:
+    """Evaluates a 1-D shape vector entry by entry, remembering where constants come from.
+
+    Each entry is ``(value, source)``: a constant int with the place it can be rewritten, or
+    ``(None, None)`` for a run-time value (``Gather(Shape(x))``). Follows Concat, Unsqueeze,
+    Squeeze, Cast and Identity; returns ``None`` when even the length is unknown.
     """
     v = ctx.const(t)
     if v is not None:
-        return [int(e) for e in np.asarray(v).reshape(-1)]
+        flat = np.asarray(v).reshape(-1)
+        return [(int(e), (reader, slot, i)) for i, e in enumerate(flat)]
     if depth > 8 or not t.inputs:
         return None
     node = t.inputs[0]
     if node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
-        return shape_entries(node.inputs[0], ctx, depth + 1)
+        return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
     if node.op == "Concat":
-        out: list[int | None] = []
-        for i in node.inputs:
-            e = shape_entries(i, ctx, depth + 1)
+        out: list[tuple[int | None, ShapeSource | None]] = []
+        for i, inp in enumerate(node.inputs):
+            e = shape_sources(inp, ctx, node, i, depth + 1)
             if e is None:
                 return None
             out += e
         return out
-    s = ctx.shape(t)
-    if s is not None and len(s) == 1 and s[0] is not None:
-        return [None] * s[0]
-    if s is not None and len(s) == 0:
-        return [None]
+    s = ctx.shapes.get(t.name) if isinstance(ctx, ApplyContext) else ctx.shape(t)
+    if s is not None and len(s) <= 1:
+        n = 1 if len(s) == 0 else s[0]
+        return None if n is None else [(None, None)] * n
     return None
 
 
@@ -188,12 +197,12 @@ def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     x, shp, y = node.inputs[0], node.inputs[1], node.outputs[0]
     dynamic_ok = None
     if ctx.const(shp) is None:
-        entries = shape_entries(shp, ctx)
+        entries = shape_sources(shp, ctx, node, 1)
         if entries is None:
             return [Opaque(k, f"Reshape '{node.name}': target shape unknown") for k in axes_of(x, ctx)]
-        # A run-time entry is safe only if it is -1 or 0 (copied/inferred) after pruning; a
-        # constant entry inside a computed vector we leave alone, so its axis must not change.
-        dynamic_ok = {j for j, e in enumerate(entries) if e is not None and e in (-1, 0)}
+        # An output axis may change size only if its entry is -1/0 (inferred or copied) or a
+        # constant the rewriter can patch where it is defined; a run-time value would not follow.
+        dynamic_ok = {j for j, (v, src) in enumerate(entries) if v in (-1, 0) or src is not None}
     return _reshape_relations(node, ctx, x, y, dynamic_ok)
 
 
@@ -204,19 +213,24 @@ def flatten(node: gs.Node, ctx: RuleContext) -> list[Relation]:
 
 @rewriter("Reshape")
 def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
-    shp = ctx.const(node.inputs[1])
+    """Patches the constant entries of the target shape whose output axis changed size."""
     y = node.outputs[0]
-    if shp is None:
+    entries = shape_sources(node.inputs[1], ctx, node, 1)
+    if entries is None:
         return
-    new = np.array(shp, dtype=np.int64).reshape(-1)
-    changed = False
-    for j in range(len(new)):
+    patches: dict[tuple[int, int], tuple[gs.Node, int, np.ndarray]] = {}
+    for j, (value, src) in enumerate(entries):
         n = ctx.new_size((y.name, j))
-        if n is not None and new[j] not in (0, -1) and new[j] != n:
-            new[j] = n
-            changed = True
-    if changed:
-        node.inputs[1] = ctx.new_const(node.inputs[1].name, new)
+        if n is None or value in (0, -1) or value == n or src is None:
+            continue
+        reader, slot, flat = src
+        key = (id(reader), slot)
+        if key not in patches:
+            old = np.array(ctx.const(reader.inputs[slot]))
+            patches[key] = (reader, slot, old)
+        patches[key][2].reshape(-1)[flat] = n
+    for reader, slot, value in patches.values():
+        reader.inputs[slot] = ctx.new_const(reader.inputs[slot].name, value)
 
 
 @register("Concat")
@@ -327,7 +341,14 @@ def slice_(node: gs.Node, ctx: RuleContext) -> list[Relation]:
         return []
     params = _slice_params(node, ctx, len(xs))
     if params is None:
-        return [Opaque(k, f"Slice '{node.name}': bounds computed at run time") for k in axes_of(x, ctx)]
+        # bounds known only at run time: the sliced axes are opaque, the others pass through
+        axes = ctx.ints(node, 3) if ctx.opset >= 10 else node.attrs.get("axes")
+        cut = None if axes is None else {norm_axis(int(a), len(xs)) for a in axes}
+        reason = f"Slice '{node.name}': bounds computed at run time"
+        return [
+            Same((x.name, a), (y.name, a)) if cut is not None and a not in cut else Opaque((x.name, a), reason)
+            for a in range(len(xs))
+        ]
     sliced = {a: (s, e, st) for a, s, e, st in params}
     rels: list[Relation] = []
     for a, d in enumerate(xs):
