@@ -284,3 +284,16 @@ def test_uniform_shared_bias_is_copied_not_coupling():
     # joined by the Concat, but channel i of c1 and channel i of c2 are no longer one channel
     assert g1.size == 16 and int(g1.strata.max()) + 1 == 2
     lossless(m)
+
+
+def test_einsum_projection_with_head_shaped_kernel():
+    """A Keras-style dense einsum: kernel [hidden, heads, head_dim] gives heads their own axis."""
+    m = make(
+        """g (float[N,5,16] x) => (float[N,5,16] y) {
+            q = Einsum <equation="bsh,hnd->bsnd"> (x, wq)
+            r = Relu(q)
+            y = Einsum <equation="bsnd,ndh->bsh"> (r, wo)
+        }""", {"wq": (16, 4, 8), "wo": (4, 8, 16)}, opset=17)
+    res = lossless(m, share=0.5)
+    shapes = {i.name: tuple(i.dims) for i in res.proto.graph.initializer}
+    assert shapes["wq"][1] < 4 or shapes["wq"][2] < 8

@@ -65,3 +65,38 @@ def matmul(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             else:
                 rels.append(Opaque((t.name, ax), f"MatMul '{node.name}': unclear batch broadcast"))
     return rels
+
+
+@register("Einsum", since=12)
+def einsum(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    """Einsum by its subscripts: axes named by the same letter are the same space.
+
+    A letter kept in the output ties that output axis to every input axis carrying it; a letter
+    contracted between inputs ties those input axes (removing index *i* removes a zero term); a
+    letter summed inside a single input mixes that axis and is opaque. Ellipses are opaque.
+    """
+    eq = str(node.attrs.get("equation", "")).replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    y = node.outputs[0]
+    if "." in eq or len(terms) != len(node.inputs) or not _:
+        reason = f"Einsum '{node.name}': equation '{eq}' uses ellipsis or implicit output"
+        return [Opaque(k, reason) for t in list(node.inputs) + [y] for k in axes_of(t, ctx)]
+    rels: list[Relation] = []
+    places: dict[str, list[tuple[str, int, bool]]] = {}
+    for t, term in zip(node.inputs, terms):
+        const = ctx.const(t) is not None
+        for a, letter in enumerate(term):
+            places.setdefault(letter, []).append((t.name, a, const))
+    for letter, where in places.items():
+        if letter in rhs:
+            j = rhs.index(letter)
+            for name, a, const in where:
+                rels.append(Same((name, a), (y.name, j), seed=const))
+        elif len(where) >= 2:
+            for (n1, a1, c1), (n2, a2, c2) in zip(where, where[1:]):
+                rels.append(Same((n1, a1), (n2, a2), seed=c1 or c2))
+        else:
+            name, a, _c = where[0]
+            rels.append(Opaque((name, a), f"Einsum '{node.name}' sums axis {a} of '{name}'"))
+    return rels
