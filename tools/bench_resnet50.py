@@ -60,9 +60,6 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-# ------------------------------------------------------------------------------ child process
-
-
 def _proc_status_bytes(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -88,8 +85,7 @@ def run_child(args: argparse.Namespace) -> int:
     t3 = time.perf_counter()
     out = {
         "analyze_s": t1 - t0, "prune_s": t2 - t1, "save_s": t3 - t2, "total_s": t3 - t0,
-        # VmHWM: peak RSS of this process's own address space (unlike ru_maxrss, it does not
-        # start from the parent's RSS at fork time)
+        # VmHWM, unlike ru_maxrss, does not start from the parent's RSS at fork time
         "baseline_rss": baseline_rss, "peak_rss": _proc_status_bytes("VmHWM"),
         "groups": len(res.depgraph.groups), "prunable_macs_share": share,
         "before_macs": res.before.macs, "after_macs": res.after.macs,
@@ -102,7 +98,7 @@ def run_child(args: argparse.Namespace) -> int:
 def spawn_child(
     model: Path, out: Path, ratio: float, round_to: int, workdir: Path, skip_analyze: bool = False
 ) -> dict:
-    js = workdir / f"{model.stem}-r{ratio}-k{round_to}.child.json"
+    js = out.with_suffix(".json")
     js.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
     cmd = ["--child", "--child-model", str(model), "--child-out", str(out), "--child-json", str(js),
@@ -112,9 +108,6 @@ def spawn_child(
         raise RuntimeError(f"child failed ({proc.returncode}) on {model.name}:\n"
                            f"{proc.stderr[-4000:]}")
     return json.loads(js.read_text())
-
-
-# ------------------------------------------------------------------------------ export
 
 
 def model_paths(workdir: Path) -> dict[str, Path]:
@@ -149,9 +142,6 @@ def run_export(workdir: Path) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ checks
-
-
 def shared_initializers(path: Path) -> int:
     """Initializers of the file read by more than one node (directly or through ``Identity``)."""
     import collections
@@ -174,9 +164,7 @@ def _latency(models: list[str], feeds: dict, threads: int, args: argparse.Namesp
 
     from onnxprune.bench import interleaved_latency
 
-    lat = interleaved_latency(
-        models, feeds, threads=threads, warmup=args.warmup, repeat=args.repeat
-    )
+    lat = interleaved_latency(models, feeds, threads, warmup=args.warmup, repeat=args.repeat)
     pair = np.asarray(lat.samples_ms[1]) / np.asarray(lat.samples_ms[0])
     return {
         "ms": lat.medians_ms,  # [original, pruned]
@@ -209,9 +197,6 @@ def check_and_time(original: Path, pruned: Path, args: argparse.Namespace) -> di
     return out
 
 
-# ------------------------------------------------------------------------------ report
-
-
 def machine_info() -> dict:
     from importlib import metadata
 
@@ -238,13 +223,82 @@ def _pf(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def _intro(info: dict, results: list[dict], command: str, args: argparse.Namespace) -> list[str]:
-    groups = "; ".join(
-        f"{EXPORTERS[r['exporter']].split(' (')[0]}: {r['child']['groups']} groups, "
-        f"{r['check']['shared_inits']} initializers of the file shared by several nodes"
-        for r in {r["exporter"]: r for r in results}.values()
+def _row(metric: str, value: str, target: str = "—", ok: bool | None = None) -> str:
+    return f"| {metric} | {value} | {target} | {'—' if ok is None else _pf(ok)} |"
+
+
+def _table(r: dict, args: argparse.Namespace) -> list[str]:
+    c, chk, runs, size = r["child"], r["check"], r["child_runs"], r["file_size"]
+
+    def med(key: str) -> float:
+        return statistics.median(x[key] for x in runs)
+
+    tot = [x["total_s"] for x in runs]
+    inc, peak = statistics.median(x["peak_rss"] - x["baseline_rss"] for x in runs), med("peak_rss")
+    macs_r = c["after_macs"] / c["before_macs"]
+    params_r = c["after_params"] / c["before_params"]
+    mem_target = f"< {TARGET_MEMORY:.0f}x"
+    ran = "no: " + chk.get("run_error", "")
+    if chk["runs"]:
+        ran = f"yes, output {'x'.join(map(str, chk['out_shape']))}"
+    lines = [
+        f"### {EXPORTERS[r['exporter']]} — ratio {r['ratio']}, round_to {r['round_to']}",
+        "",
+        f"Model file: {_mb(size)} ({size:,} bytes); pruned file: {_mb(r['pruned_size'])}; "
+        f"{c['groups']} channel groups; {chk['shared_inits']} initializers of the file are read "
+        "by several nodes.",
+        "",
+        "| Metric | Value | Target | Result |",
+        "|---|---|---|---|",
+        _row("MACs after/before", f"{macs_r:.3f}x ({c['after_macs'] / 1e9:.3f} / "
+             f"{c['before_macs'] / 1e9:.3f} GMACs)", f"<= {TARGET_MACS:.2f}x",
+             macs_r <= TARGET_MACS),
+        _row("Params after/before", f"{params_r:.3f}x ({c['after_params'] / 1e6:.2f}M / "
+             f"{c['before_params'] / 1e6:.2f}M)"),
+        _row("Conv/Gemm MACs reported prunable", f"{100 * c['prunable_macs_share']:.1f}%"),
+        _row("Pruned model passes `check_model(full_check=True)`",
+             "yes" if chk["checker"] else "no: " + chk["checker_error"], "yes", chk["checker"]),
+        _row("Pruned model runs in onnxruntime", ran, "yes", chk["runs"]),
+    ]
+    for key, label in (("lat", f"{args.threads} threads"), ("lat1", "1 thread (informational)")):
+        if chk["runs"]:
+            lat, q = chk[key], chk[key]["pair_q"]
+            value = (f"{lat['ratio']:.3f}x ({lat['ms'][1]:.2f} / {lat['ms'][0]:.2f} ms; per-pair "
+                     f"median {q[1]:.3f}x, IQR {q[0]:.3f}–{q[2]:.3f})")
+            target, ok = (f"<= {TARGET_LATENCY:.2f}x", lat["ratio"] <= TARGET_LATENCY) if (
+                key == "lat") else ("—", None)
+            lines.append(_row(f"Latency pruned/original, {label}", value, target, ok))
+    alone = r["prune_alone"]
+    a_inc = alone["peak_rss"] - alone["baseline_rss"]
+    lines += [
+        _row("analyze + prune + save", f"{med('total_s'):.2f} s [{min(tot):.2f}–{max(tot):.2f}] "
+             f"(analyze {med('analyze_s'):.2f}, prune {med('prune_s'):.2f}, save "
+             f"{med('save_s'):.2f})", f"< {TARGET_SECONDS:.0f} s", med("total_s") < TARGET_SECONDS),
+        _row("Peak RSS increment over post-import baseline",
+             f"{inc / size:.2f}x file size ({_mb(inc)})", mem_target, inc / size < TARGET_MEMORY),
+        _row("Peak RSS, absolute", f"{peak / size:.2f}x file size ({_mb(peak)}; baseline after "
+             f"imports {_mb(med('baseline_rss'))})", mem_target, peak / size < TARGET_MEMORY),
+        _row("`prune` alone, without `analyze` (informational)", f"{alone['total_s']:.2f} s; "
+             f"peak RSS increment {a_inc / size:.2f}x file size ({_mb(a_inc)})"),
+    ]
+    if chk["runs"]:
+        lines.append(_row("Output cosine similarity (informational)",
+                          f"{chk['cosine']:.4f} (max abs diff {chk['max_abs']:.3g})"))
+    return lines + [""]
+
+
+def render_section(info: dict, results: list[dict], command: str, args: argparse.Namespace) -> str:
+    per_export = {r["exporter"]: r for r in results}
+    groups = " and ".join(
+        f"{r['child']['groups']} with `dynamo={e == 'dynamo'}` (its file has "
+        f"{r['check']['shared_inits']} initializers read by several nodes)"
+        for e, r in per_export.items()
     )
-    return [
+    n = args.child_runs
+    lines = [
+        BEGIN,
+        "## ResNet-50 (torchvision, random weights)",
+        "",
         "torchvision `resnet50(weights=None)` after `torch.manual_seed(0)`, eval mode, input "
         "1x3x224x224 with a dynamic batch axis, exported with both torch exporters and pruned "
         'with `prune(ratio=..., criterion="l1", round_to=...)` (uniform ratio per prunable group).',
@@ -257,118 +311,40 @@ def _intro(info: dict, results: list[dict], command: str, args: argparse.Namespa
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), onnxruntime {info['onnxruntime']}, "
         f"onnx {info['onnx']}, torch {info['torch']}, Python {info['python']}; run {info['date']}. "
-        "The machine is shared, so latency is only reported as a ratio of medians from runs of "
-        "the two models interleaved in one process.",
+        "The machine is shared, so latency is only reported as ratios from runs of the two "
+        "models interleaved in one process.",
         "",
         "How each number is measured:",
         "",
-        "- *analyze + prune + save*: wall time inside a fresh child process, after its imports; "
-        f"median of {args.child_runs} children (min and max in brackets). `prune` reuses the "
-        "analysis (`prune(..., depgraph=analysis.depgraph)`) and includes its own validation "
-        "(`check_model(full_check=True)` and an onnxruntime run). The *`prune` alone* row is "
-        "one more child that calls `prune` on the file without `analyze`.",
-        "- *Peak RSS*: the child's `VmHWM` (peak resident set of its own address space); "
-        "*increment* is that minus the child's `VmRSS` right after its imports (Python, onnx, "
-        "onnxruntime, numpy, onnx-graphsurgeon); both as multiples of the model file size "
-        "(median over the children).",
-        "- *Prunable share*: the share of Conv/Gemm/MatMul MACs that `analyze` reports in "
-        "groups with removable channels.",
-        "- *Latency*: `onnxprune.bench.interleaved_latency`: CPU provider, `ORT_ENABLE_ALL`, "
-        f"batch 1, {args.threads} intra-op threads, {args.warmup} warm-up runs each, then "
-        f"{args.repeat} runs each in the order A B A B ...; ratio of the medians, with the median "
-        "and interquartile range of the per-pair ratios as a noise check. Its sessions are "
-        "created with `session.intra_op.allow_spinning=0`: each session has its own intra-op "
-        "thread pool, and while two sessions take turns, idle workers of one that busy-wait "
-        "would steal the cores from the other. The 1-thread row repeats the measurement with a "
-        "single intra-op thread (informational).",
+        "- *analyze + prune + save*: wall time in a fresh child process, after its imports; "
+        f"median of {n} child{'ren' if n != 1 else ''} (min and max in brackets). `prune` "
+        "reuses the analysis (`depgraph=analysis.depgraph`) and includes its own validation "
+        "(`check_model(full_check=True)` and an onnxruntime run). *`prune` alone*: one more "
+        "child that calls `prune` on the file without `analyze`.",
+        "- *Peak RSS*: the child's `VmHWM`; the *increment* subtracts its `VmRSS` right after "
+        "the imports (Python, onnx, onnxruntime, numpy, onnx-graphsurgeon). Both are given as "
+        "multiples of the model file size (median over the children).",
+        "- *Prunable share*: the share of Conv/Gemm/MatMul MACs in groups with removable "
+        "channels, as reported by `analyze`.",
+        f"- *Latency*: `onnxprune.bench.interleaved_latency`, CPU provider, `ORT_ENABLE_ALL`, "
+        f"batch 1, {args.warmup} warm-up runs each, then {args.repeat} runs each in the order "
+        "A B A B ...; ratio of the medians, with the median and interquartile range of the "
+        "per-pair ratios as a noise check. The sessions are created with intra-op spinning off "
+        "(`session.intra_op.allow_spinning=0`): each session has its own thread pool, and while "
+        "the two take turns, the idle, busy-waiting workers of one would steal the cores from "
+        f"the other. The target applies to {args.threads} intra-op threads; the 1-thread row is "
+        "informational.",
         "- *Output cosine*: cosine similarity of the logits of original and pruned on the same "
-        "seeded input; informational only, since the weights are random and nothing is "
-        "fine-tuned.",
-        "- *Channel groups*: groups of coupled channels in the dependency graph (channels are "
-        "removed per group). The TorchScript exporter merges identical constant tensors into "
-        "one initializer read through `Identity` nodes: with random weights, the Conv biases "
-        "folded from the freshly initialised BatchNorms are all zero and become one tensor read "
-        "by many unrelated Convs. On load, onnxprune gives every reader of a shared constant "
-        "whose elements are all equal its own copy, so this coincidental sharing couples no "
-        "channels (shared tensors with varying values still do) and both exports have the same "
-        f"groups. Measured: {groups}.",
+        "seeded input; informational, since the weights are random and nothing is fine-tuned.",
+        "- *Channel groups*: sets of channels that must be removed together. The TorchScript "
+        "exporter merges identical constants into one initializer read through `Identity` "
+        "nodes; with random weights the Conv biases folded from fresh BatchNorms are all zero, "
+        "so one tensor is read by many unrelated Convs. On load, onnxprune gives each reader of "
+        "a shared constant whose elements are all equal its own copy, so such sharing couples "
+        "no channels (shared tensors with varying values still do). Measured groups: "
+        f"{groups}.",
         "",
     ]
-
-
-def _table(r: dict, args: argparse.Namespace) -> list[str]:
-    c, chk, runs, size = r["child"], r["check"], r["child_runs"], r["file_size"]
-
-    def med(key: str) -> float:
-        return statistics.median(x[key] for x in runs)
-
-    tot = [x["total_s"] for x in runs]
-    inc = statistics.median(x["peak_rss"] - x["baseline_rss"] for x in runs)
-    peak = med("peak_rss")
-    macs_r = c["after_macs"] / c["before_macs"]
-    params_r = c["after_params"] / c["before_params"]
-    checker = "yes" if chk["checker"] else "no: " + chk["checker_error"]
-    ran = f"yes, output {'x'.join(map(str, chk['out_shape']))}" if chk["runs"] else (
-        "no: " + chk["run_error"]
-    )
-    lines = [
-        f"### {EXPORTERS[r['exporter']]} — ratio {r['ratio']}, round_to {r['round_to']}",
-        "",
-        f"Model file: {_mb(size)} ({size:,} bytes); pruned file: {_mb(r['pruned_size'])}; "
-        f"{c['groups']} channel groups; {chk['shared_inits']} initializers of the file are "
-        "shared by several nodes.",
-        "",
-        "| Metric | Value | Target | Result |",
-        "|---|---|---|---|",
-        f"| MACs after/before | {macs_r:.3f}x ({c['after_macs'] / 1e9:.3f} / "
-        f"{c['before_macs'] / 1e9:.3f} GMACs) | <= {TARGET_MACS:.2f}x | "
-        f"{_pf(macs_r <= TARGET_MACS)} |",
-        f"| Params after/before | {params_r:.3f}x ({c['after_params'] / 1e6:.2f}M / "
-        f"{c['before_params'] / 1e6:.2f}M) | — | — |",
-        f"| Conv/Gemm MACs reported prunable | {100 * c['prunable_macs_share']:.1f}% | — | — |",
-        f"| Pruned model passes `check_model(full_check=True)` | {checker} | yes | "
-        f"{_pf(chk['checker'])} |",
-        f"| Pruned model runs in onnxruntime | {ran} | yes | {_pf(chk['runs'])} |",
-    ]
-    if chk["runs"]:
-        for key, label in (("lat", f"{args.threads} threads"), ("lat1", "1 thread")):
-            lat, q = chk[key], chk[key]["pair_q"]
-            target = (
-                f"<= {TARGET_LATENCY:.2f}x | {_pf(lat['ratio'] <= TARGET_LATENCY)}"
-                if key == "lat" else "— | —"
-            )
-            lines.append(
-                f"| Latency pruned/original, {label}"
-                + ("" if key == "lat" else " (informational)")
-                + f" | {lat['ratio']:.3f}x ({lat['ms'][1]:.2f} / {lat['ms'][0]:.2f} ms; per-pair "
-                f"median {q[1]:.3f}x, IQR {q[0]:.3f}–{q[2]:.3f}) | {target} |"
-            )
-    alone = r["prune_alone"]
-    a_inc = alone["peak_rss"] - alone["baseline_rss"]
-    lines += [
-        f"| analyze + prune + save | {statistics.median(tot):.2f} s [{min(tot):.2f}–"
-        f"{max(tot):.2f}] (analyze {med('analyze_s'):.2f}, prune {med('prune_s'):.2f}, save "
-        f"{med('save_s'):.2f}) | < {TARGET_SECONDS:.0f} s | "
-        f"{_pf(statistics.median(tot) < TARGET_SECONDS)} |",
-        f"| Peak RSS increment over post-import baseline | {inc / size:.2f}x file size "
-        f"({_mb(inc)}) | < {TARGET_MEMORY:.0f}x | {_pf(inc / size < TARGET_MEMORY)} |",
-        f"| Peak RSS, absolute | {peak / size:.2f}x file size ({_mb(peak)}; baseline after "
-        f"imports {_mb(med('baseline_rss'))}) | < {TARGET_MEMORY:.0f}x | "
-        f"{_pf(peak / size < TARGET_MEMORY)} |",
-        f"| `prune` alone, without `analyze` (informational) | {alone['total_s']:.2f} s; peak "
-        f"RSS increment {a_inc / size:.2f}x file size ({_mb(a_inc)}) | — | — |",
-    ]
-    if chk["runs"]:
-        lines.append(
-            f"| Output cosine similarity (informational) | {chk['cosine']:.4f} "
-            f"(max abs diff {chk['max_abs']:.3g}) | — | — |"
-        )
-    return lines + [""]
-
-
-def render_section(info: dict, results: list[dict], command: str, args: argparse.Namespace) -> str:
-    lines = [BEGIN, "## ResNet-50 (torchvision, random weights)", ""]
-    lines += _intro(info, results, command, args)
     for r in results:
         lines += _table(r, args)
     return "\n".join(lines + [END]) + "\n"
@@ -381,13 +357,7 @@ def write_doc(path: Path, section: str) -> None:
         text = text[:b] + section.rstrip("\n") + text[e + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------ main
+    path.write_text(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -430,15 +400,13 @@ def bench_setting(exporter: str, model: Path, ratio: float, k: int, workdir: Pat
                   args: argparse.Namespace) -> dict:
     tag = f"[{exporter} r={ratio} k={k}]"
     pruned = workdir / f"{model.stem}_pruned_r{ratio}_k{k}.onnx"
-    runs = []
-    for i in range(args.child_runs):
-        runs.append(x := spawn_child(model, pruned, ratio, k, workdir))
-        print(f"{tag} child {i + 1}: {x['total_s']:.2f} s (analyze {x['analyze_s']:.2f}, prune "
-              f"{x['prune_s']:.2f}, save {x['save_s']:.2f}), peak {_mb(x['peak_rss'])}, "
-              f"baseline {_mb(x['baseline_rss'])}", flush=True)
-    alone = spawn_child(model, pruned, ratio, k, workdir, skip_analyze=True)
-    print(f"{tag} prune alone: {alone['total_s']:.2f} s, peak {_mb(alone['peak_rss'])}",
-          flush=True)
+    runs = [spawn_child(model, pruned, ratio, k, workdir) for _ in range(args.child_runs)]
+    alone_out = pruned.with_name(pruned.stem + "_prune_alone.onnx")
+    alone = spawn_child(model, alone_out, ratio, k, workdir, skip_analyze=True)
+    for name, x in [*((f"child {i + 1}", x) for i, x in enumerate(runs)), ("prune alone", alone)]:
+        print(f"{tag} {name}: {x['total_s']:.2f} s (analyze {x['analyze_s']:.2f}, prune "
+              f"{x['prune_s']:.2f}, save {x['save_s']:.2f}), peak RSS {_mb(x['peak_rss'])}, "
+              f"after imports {_mb(x['baseline_rss'])}", flush=True)
     check = check_and_time(model, pruned, args)
     if check["runs"]:
         print(f"{tag} latency ratio {check['lat']['ratio']:.3f} ({args.threads} threads), "
