@@ -185,7 +185,7 @@ def build_depgraph(
         try:
             rels = rule(node, ctx)
         except Exception as exc:  # a rule must never take the analysis down
-            log.debug("rule for %s '%s' failed: %s", node.op, node.name, exc)
+            log.warning("rule for %s '%s' failed (%s); treating it as a barrier", node.op, node.name, exc)
             no_rule[node.name] = node
             continue
         for rel in rels:

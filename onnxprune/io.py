@@ -348,4 +348,59 @@ def infer_static_shapes(
             for a in node.attribute:
                 if a.name == "value":
                     shapes[node.output[0]] = tuple(int(d) for d in a.t.dims)
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in list(g.input) + list(g.value_info) + list(g.output)
+        if vi.type.HasField("tensor_type")
+    }
+    shapes.update(_runtime_shapes(model, shapes, types, input_shapes, default_dim))
     return shapes
+
+
+def _runtime_shapes(
+    model: onnx.ModelProto,
+    shapes: dict[str, tuple[int | None, ...]],
+    types: dict[str, int],
+    input_shapes: dict[str, list[int]],
+    default_dim: int,
+) -> dict[str, tuple[int | None, ...]]:
+    """Measures, in onnxruntime, the shapes that static inference left unknown.
+
+    Data-dependent shape code (``Range`` over a sequence length, sliced rotary tables) defeats
+    onnx's inference; one run on inputs of the analysed size gives exact sizes instead. The
+    model's outputs are extended in place for the run and restored afterwards. Skipped for
+    models over the protobuf limit and when onnxruntime cannot run the model.
+    """
+    g = model.graph
+    produced = [o for n in g.node for o in n.output if o]
+    missing = [
+        o for o in produced
+        if (o not in shapes or any(d is None for d in shapes[o])) and types.get(o, 0) != 0
+    ]
+    if not missing or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+        return {}
+    from .verify import make_feeds, session  # local: verify builds on this module
+
+    existing = {o.name for o in g.output}
+    added = [n for n in missing if n not in existing]
+    n_before = len(g.output)
+    for name in added:
+        g.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    try:
+        sess = session(model)
+        fixed = {
+            k: [int(d) if d is not None else default_dim for d in v]
+            for k, v in shapes.items()
+            if k in {i.name for i in sess.get_inputs()}
+        }
+        fixed.update(input_shapes)
+        feeds = make_feeds(sess, fixed, seed=0, batch=default_dim)
+        names = [o.name for o in sess.get_outputs()]
+        values = sess.run(None, feeds)
+    except Exception as exc:  # custom ops, bad inputs: stay with what inference knew
+        log.info("could not measure shapes in onnxruntime (%s)", str(exc).splitlines()[0] if str(exc) else exc)
+        return {}
+    finally:
+        del g.output[n_before:]
+    want = set(missing)
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, values) if n in want}

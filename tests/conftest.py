@@ -27,19 +27,25 @@ def assert_valid(proto: onnx.ModelProto) -> None:
     assert all(np.all(np.isfinite(o)) for o in outs if o.dtype.kind == "f")
 
 
-def lossless(source, share: float = 0.4, seed: int = 1, batches=(1, 2), input_shapes=None):
+def lossless(source, share: float = 0.4, seed: int = 1, batches=(1, 2), input_shapes=None,
+             feed_shapes=None, prune_hidden: bool = False):
     """Kills ``share`` of every stratum's channels, prunes exactly those, compares outputs.
 
-    Returns the prune result so callers can assert on structure too.
+    ``feed_shapes`` (a list of ``{input: shape}``) runs the comparison at several input sizes
+    (e.g. two sequence lengths) instead of ``batches``. Returns the prune result so callers can
+    assert on structure too.
     """
     model = load(source, input_shapes)
-    dg = build_depgraph(model)
+    dg = build_depgraph(model, prune_hidden=prune_hidden)
     chans = choose_channels(dg, share, seed=seed)
     assert len(chans) > 0, "nothing prunable in this model"
     kill_channels(dg, chans)
     ref_proto = model.to_proto()
     ref_sess = verify.session(ref_proto)
-    feeds = [verify.make_feeds(ref_sess, input_shapes, seed=7 + b, batch=b) for b in batches]
+    if feed_shapes:
+        feeds = [verify.make_feeds(ref_sess, fs, seed=7 + i) for i, fs in enumerate(feed_shapes)]
+    else:
+        feeds = [verify.make_feeds(ref_sess, input_shapes, seed=7 + b, batch=b) for b in batches]
     refs = [verify.run(ref_sess, f) for f in feeds]
     res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
     assert_valid(res.proto)

@@ -71,13 +71,79 @@ def constant(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     return [Free(k) for t in node.outputs for k in axes_of(t, ctx)]
 
 
+def _indices_read(t: gs.Tensor, ctx: RuleContext, n: int, depth: int = 0) -> set[int]:
+    """Which entries of a shape vector of length ``n`` its consumers read (all when unsure)."""
+    every = set(range(n))
+    if depth > 6 or not t.outputs :
+        return every
+    read: set[int] = set()
+    for c in t.outputs:
+        if c.op in ("Cast", "Identity"):
+            read |= _indices_read(c.outputs[0], ctx, n, depth + 1)
+        elif c.op == "Gather" and int(c.attrs.get("axis", 0)) == 0 and c.inputs[0] is t:
+            v = ctx.const(c.inputs[1])
+            if v is None:
+                return every
+            read |= {norm_axis(int(i), n) for i in v.reshape(-1)}
+        elif c.op == "Slice" and c.inputs[0] is t:
+            starts, ends = ctx.ints(c, 1, "starts"), ctx.ints(c, 2, "ends")
+            steps = ctx.ints(c, 4) if len(c.inputs) > 4 and c.inputs[4].name else [1]
+            if starts is None or ends is None or steps != [1] or len(starts) != 1:
+                return every
+            lo = max(0, min(starts[0] + n if starts[0] < 0 else starts[0], n))
+            hi = max(0, min(ends[0] + n if ends[0] < 0 else ends[0], n))
+            read |= set(range(lo, hi))
+        else:
+            return every
+    return read
+
+
+def _copies_only(
+    t: gs.Tensor, pos: int, x: gs.Tensor, axis: int, ctx: RuleContext, depth: int = 0
+) -> bool:
+    """True if entry ``pos`` of shape vector ``t`` (the size of ``x`` axis ``axis``) is only ever
+    used to copy that same size back into a Reshape of ``x`` at the same position.
+
+    ``x.flatten(2)`` exports as ``Reshape(x, Concat(Shape(x)[:2], [-1]))``: the channel size is
+    read, but only to be written back unchanged, so pruning the axis is safe.
+    """
+    if depth > 8 or not t.outputs:
+        return depth > 0 and not t.outputs
+    for c in t.outputs:
+        if c.op in ("Cast", "Identity", "Unsqueeze") and c.inputs[0] is t:
+            ok = _copies_only(c.outputs[0], pos, x, axis, ctx, depth + 1)
+        elif c.op == "Slice" and c.inputs[0] is t:
+            starts, ends = ctx.ints(c, 1, "starts"), ctx.ints(c, 2, "ends")
+            if starts is None or ends is None or len(starts) != 1 or starts[0] < 0:
+                return False
+            ok = not starts[0] <= pos < ends[0] or _copies_only(c.outputs[0], pos - starts[0], x, axis, ctx, depth + 1)
+        elif c.op == "Concat" and int(c.attrs.get("axis", 0)) == 0:
+            offset = 0
+            for inp in c.inputs:
+                if inp is t:
+                    break
+                s = ctx.shape(inp)
+                if s is None or (len(s) == 1 and s[0] is None):
+                    return False
+                offset += 1 if len(s) == 0 else int(s[0])  # type: ignore[arg-type]
+            ok = _copies_only(c.outputs[0], pos + offset, x, axis, ctx, depth + 1)
+        elif c.op == "Reshape" and c.inputs[1] is t:
+            ok = c.inputs[0] is x and pos == axis
+        else:
+            return False
+        if not ok:
+            return False
+    return True
+
+
 @register("Shape")
 def shape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     """``Shape`` reads sizes: an axis is free when no consumer of the shape vector reads it.
 
     Pruning changes the size of a channel axis, so a dynamic computation that reads it
-    (``x.view(x.size(0), x.size(1), -1)``) would change. Reads are found through ``start``/``end``
-    and ``Gather`` consumers with constant indices (``x.size(0)``).
+    (``x.view(x.size(0), x.size(1), -1)``) would change. Reads are traced through ``start``/``end``
+    and consumers that pick entries with constant indices: ``Gather`` (``x.size(0)``) and
+    ``Slice`` (``x.shape[:2]``), also behind ``Cast``.
     """
     x = node.inputs[0]
     r = ctx.rank(x)
@@ -86,21 +152,14 @@ def shape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     start = norm_axis(int(node.attrs.get("start", 0)), r)
     end = node.attrs.get("end")
     end = r if end is None else min(norm_axis(int(end), r), r)
-    read: set[int] = set(range(max(start, 0), max(end, 0)))
-    consumers = node.outputs[0].outputs
-    if consumers and all(c.op == "Gather" and int(c.attrs.get("axis", 0)) == 0 for c in consumers):
-        idx: set[int] = set()
-        for c in consumers:
-            v = ctx.const(c.inputs[1])
-            if v is None:
-                idx = set(read)
-                break
-            n = end - start
-            idx |= {start + norm_axis(int(i), n) for i in v.reshape(-1)}
-        read &= idx
+    start, end = max(start, 0), max(end, start)
+    read = {start + i for i in _indices_read(node.outputs[0], ctx, end - start)}
     rels: list[Relation] = []
     for a in range(r):
+        copied = False
         if a in read:
+            copied = _copies_only(node.outputs[0], a - start, x, a, ctx)
+        if a in read and not copied:
             rels.append(Opaque((x.name, a), f"Shape '{node.name}' reads the size of '{x.name}' axis {a} into a run-time computation"))
         else:
             rels.append(Free((x.name, a)))

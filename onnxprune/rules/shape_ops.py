@@ -86,25 +86,30 @@ def reshape_runs(
     Size-1 axes are left out of the runs. Returns ``None`` when a size is unknown or the products
     never meet.
     """
-    if any(d is None for d in ins) or any(d is None for d in outs):
-        return None
     nin = [i for i, d in enumerate(ins) if d != 1]
     nout = [j for j, d in enumerate(outs) if d != 1]
     runs: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(nin) and j < len(nout):
+        if ins[nin[i]] is None or outs[nout[j]] is None:
+            # an unknown size (a dynamic sequence) can only be carried over unchanged
+            if ins[nin[i]] is not None or outs[nout[j]] is not None:
+                return None
+            runs.append(([nin[i]], [nout[j]]))
+            i, j = i + 1, j + 1
+            continue
         gi, gj = [nin[i]], [nout[j]]
         pi, po = ins[nin[i]], outs[nout[j]]
         i, j = i + 1, j + 1
         while pi != po:
             if pi < po:
-                if i >= len(nin):
+                if i >= len(nin) or ins[nin[i]] is None:
                     return None
                 gi.append(nin[i])
                 pi *= ins[nin[i]]  # type: ignore[operator]
                 i += 1
             else:
-                if j >= len(nout):
+                if j >= len(nout) or outs[nout[j]] is None:
                     return None
                 gj.append(nout[j])
                 po *= outs[nout[j]]  # type: ignore[operator]
@@ -155,8 +160,13 @@ def _reshape_relations(
     return rels
 
 
-ShapeSource = tuple[gs.Node, int, int]
-"""Where a constant shape entry lives: (node reading the constant, its input index, flat index)."""
+ShapeSource = tuple
+"""Where a shape entry comes from: ``(node reading the constant, input index, flat index)`` for a
+constant that can be patched, or ``("dim", tensor, axis)`` for the run-time size of an axis."""
+
+
+def _is_dim(src: ShapeSource) -> bool:
+    return isinstance(src[0], str) and src[0] == "dim"
 
 
 def shape_sources(
@@ -177,6 +187,22 @@ def shape_sources(
     node = t.inputs[0]
     if node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
         return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+    if node.op == "Slice" and node.inputs[0] is not t:
+        inner = shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+        starts, ends = ctx.ints(node, 1, "starts"), ctx.ints(node, 2, "ends")
+        has_steps = len(node.inputs) > 4 and node.inputs[4].name
+        if inner is None or starts is None or ends is None or len(starts) != 1 or has_steps:
+            return None
+        n = len(inner)
+        lo = max(0, min(starts[0] + n if starts[0] < 0 else starts[0], n))
+        hi = max(0, min(ends[0] + n if ends[0] < 0 else ends[0], n))
+        return inner[lo:hi]
+    if node.op == "Shape":
+        s = ctx.shapes.get(node.inputs[0].name) if isinstance(ctx, ApplyContext) else ctx.shape(node.inputs[0])
+        if s is None:
+            return None
+        axes = range(len(s))[int(node.attrs.get("start", 0)) : node.attrs.get("end")]
+        return [(None, ("dim", node.inputs[0].name, a)) for a in axes]  # type: ignore[misc]
     if node.op == "Concat":
         out: list[tuple[int | None, ShapeSource | None]] = []
         for i, inp in enumerate(node.inputs):
@@ -202,7 +228,15 @@ def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             return [Opaque(k, f"Reshape '{node.name}': target shape unknown") for k in axes_of(x, ctx)]
         # An output axis may change size only if its entry is -1/0 (inferred or copied) or a
         # constant the rewriter can patch where it is defined; a run-time value would not follow.
-        dynamic_ok = {j for j, (v, src) in enumerate(entries) if v in (-1, 0) or src is not None}
+        # A run-time entry that is the size of the input's own axis j (``x.shape[:2]``) follows
+        # that axis as 0 would.
+        dynamic_ok = {
+            j
+            for j, (v, src) in enumerate(entries)
+            if v in (-1, 0)
+            or (src is not None and not _is_dim(src))
+            or (src is not None and _is_dim(src) and src[1:] == (x.name, j))
+        }
     return _reshape_relations(node, ctx, x, y, dynamic_ok)
 
 
@@ -222,6 +256,8 @@ def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
     for j, (value, src) in enumerate(entries):
         n = ctx.new_size((y.name, j))
         if n is None or value in (0, -1) or value == n or src is None:
+            continue
+        if _is_dim(src):  # a run-time size: follows by itself
             continue
         reader, slot, flat = src
         key = (id(reader), slot)

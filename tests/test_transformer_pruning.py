@@ -1,0 +1,73 @@
+"""Transformers as exporters write them: whole heads and FFN channels removed losslessly."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.transformers import TRANSFORMERS
+from onnxprune import api
+
+from .conftest import assert_valid, lossless
+
+SEQ_MODELS = ["bert_like", "gpt_like", "llama_like", "keras_transformer_block"]
+
+
+def _feeds(name: str, model) -> list[dict[str, list[int]]]:
+    if name not in SEQ_MODELS:
+        return [{}]
+    shapes = []
+    for seq in (5, 9):
+        fs = {}
+        for inp in model.graph.input:
+            dims = inp.type.tensor_type.shape.dim
+            fs[inp.name] = [2, seq] + [d.dim_value for d in dims[2:]]
+        shapes.append(fs)
+    return shapes
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_lossless_heads_and_ffn_at_two_sequence_lengths(name):
+    model = TRANSFORMERS[name]()
+    lossless(model, share=0.5, feed_shapes=_feeds(name, model))
+
+
+@pytest.mark.parametrize("name", ["bert_like", "llama_like", "gpt_like"])
+def test_every_attention_block_and_ffn_is_a_prunable_group(name):
+    """Two layers, 4 heads each: two groups of 4 whole heads, and two FFN groups."""
+    an = api.analyze(TRANSFORMERS[name](layers=2, heads=4))
+    sizes = sorted(g.size for g in an.depgraph.groups if g.n_prunable == g.size)
+    assert sizes.count(4) == 2, sizes
+    assert len([n for n in sizes if n > 4]) >= 2, sizes
+
+
+def test_prune_hidden_keeps_a_hidden_width_that_is_a_graph_output():
+    an = api.analyze(TRANSFORMERS["bert_like"](), prune_hidden=True)
+    hidden = max(an.depgraph.groups, key=lambda g: len(g.spaces))
+    assert hidden.n_prunable == 0
+    assert any("last_hidden_state" in r for r in hidden.reasons)
+
+
+@pytest.mark.parametrize("name", ["gpt_like", "llama_like"])
+def test_prune_hidden_narrows_the_residual_stream(name):
+    base = api.prune(TRANSFORMERS[name](), ratio=0.5)
+    wide = api.prune(TRANSFORMERS[name](), ratio=0.5, prune_hidden=True)
+    assert_valid(wide.proto)
+    assert wide.after.params < base.after.params
+
+
+def test_llama_fused_gate_up_split_is_pruned_consistently():
+    model = TRANSFORMERS["llama_like"](fused_gate_up=True)
+    res = lossless(model, share=0.5, feed_shapes=_feeds("llama_like", model))
+    assert_valid(res.proto)
+
+
+def test_bert_const_shape_variant():
+    model = TRANSFORMERS["bert_like"](const_shapes=True)
+    lossless(model, share=0.5, feed_shapes=_feeds("bert_like", model))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_ratio_half_is_valid(name):
+    res = api.prune(TRANSFORMERS[name](), ratio=0.5)
+    assert_valid(res.proto)
+    assert res.after.macs < res.before.macs
