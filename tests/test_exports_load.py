@@ -1,4 +1,11 @@
-"""The committed ONNX exports (models/exports/*.onnx) and the packaged demo model load and run."""
+"""The committed ONNX exports (models/exports/*.onnx) and the packaged demo model load and run.
+
+Inputs are generated from each file's declared graph inputs: the first dimension
+of every input is the batch (always dynamic); any other symbolic dimension is a
+sequence length, and such files are run at two sequence lengths.  Output shapes
+are checked against a per-file table (and, for files not in the table, against
+the declared output shape).
+"""
 
 from __future__ import annotations
 
@@ -13,56 +20,143 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPORTS_DIR = REPO_ROOT / "models" / "exports"
 DEMO_PATH = REPO_ROOT / "onnxprune" / "data" / "demo.onnx"
 EXPORTS = sorted(EXPORTS_DIR.glob("*.onnx"))
-NUM_CLASSES = 10
-EXPECTED_MODELS = {"resnet", "mobilenet_v2", "efficientnet", "densenet"}
-EXPECTED_OPSET = {"legacy": 17, "dynamo": 18}
+MAX_EXPORT_BYTES = 5 * 1024 * 1024
+
+TORCHVISION_MODELS = {"resnet", "mobilenet_v2", "efficientnet", "densenet"}
+TORCH_OPSET = {"legacy": 17, "dynamo": 18}
+
+# stem -> (default-domain opset, output shape); "batch" / "seq" stand for the run's sizes
+EXPECTED: dict[str, tuple[int, tuple[int | str, ...]]] = {
+    **{
+        f"{model}_{exporter}": (opset, ("batch", 10))
+        for model in TORCHVISION_MODELS
+        for exporter, opset in TORCH_OPSET.items()
+    },
+    "bert_tiny_legacy": (17, ("batch", 2)),
+    "bert_tiny_dynamo": (18, ("batch", 2)),
+    "vit_tiny_legacy": (17, ("batch", 10)),
+    "vit_tiny_dynamo": (18, ("batch", 10)),
+    "keras_cnn": (17, ("batch", 10)),
+    "keras_transformer": (17, ("batch", "seq", 64)),
+    "paddle_cnn": (13, ("batch", 10)),
+}
+# files with a dynamic sequence axis (checked against the declared inputs too)
+SEQUENCE_MODELS = {"bert_tiny_legacy", "bert_tiny_dynamo", "keras_transformer"}
+
+BATCHES = (1, 3)
+SEQ_LENS = (5, 11)  # BERT's position table has 32 entries
+INT_INPUT_HIGH = {"input_ids": 100}  # exclusive upper bound of generated token ids
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _run(path: Path, batch: int) -> np.ndarray:
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _seq_dims(model: onnx.ModelProto) -> set[str]:
+    """Symbolic input dimensions other than the leading batch dimension."""
+    return {d for inp in model.graph.input for d in _dims(inp)[1:] if isinstance(d, str)}
+
+
+def _make_feeds(
+    session: ort.InferenceSession, batch: int, seq: int | None, seed: int
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        shape = [batch]
+        for d in inp.shape[1:]:
+            if isinstance(d, int):
+                shape.append(d)
+            else:
+                assert seq is not None, f"{inp.name}: symbolic dim {d!r} needs a sequence length"
+                shape.append(seq)
+        if inp.type == "tensor(float)":
+            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        elif inp.type == "tensor(int64)" and "mask" in inp.name:
+            # right-padded 0/1 masks of different lengths; the first sample is unpadded
+            lengths = rng.integers(2, shape[1] + 1, size=batch)
+            lengths[0] = shape[1]
+            feeds[inp.name] = (np.arange(shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+        elif inp.type == "tensor(int64)":
+            feeds[inp.name] = rng.integers(0, INT_INPUT_HIGH.get(inp.name, 2), size=shape)
+        else:
+            raise AssertionError(f"{inp.name}: unsupported input type {inp.type}")
+    return feeds
+
+
+def _expected_shape(path: Path, model: onnx.ModelProto) -> tuple[int | str, ...]:
+    if path.stem in EXPECTED:
+        return EXPECTED[path.stem][1]
+    (out,) = model.graph.output
+    dims = _dims(out)
+    seq = _seq_dims(model)
+    return tuple("batch" if i == 0 else ("seq" if d in seq else d) for i, d in enumerate(dims))
+
+
+def _check_outputs(path: Path, model: onnx.ModelProto | None = None) -> None:
+    model = model if model is not None else onnx.load(str(path))
+    want = _expected_shape(path, model)
+    seq_lens: tuple[int | None, ...] = SEQ_LENS if _seq_dims(model) else (None,)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (inp,) = session.get_inputs()
-    height, width = inp.shape[2], inp.shape[3]
-    assert isinstance(height, int) and isinstance(width, int), inp.shape
-    x = np.random.default_rng(batch).standard_normal((batch, inp.shape[1], height, width))
-    (out,) = session.run(None, {inp.name: x.astype(np.float32)})
-    return out
-
-
-def _check_outputs(path: Path) -> None:
-    for batch in (1, 3):
-        out = _run(path, batch)
-        assert out.shape == (batch, NUM_CLASSES), (path.name, out.shape)
-        assert np.all(np.isfinite(out)), path.name
-        assert np.ptp(out) > 1e-4, f"{path.name}: constant output"
-        if batch > 1:
-            assert np.ptp(out, axis=0).max() > 1e-5, f"{path.name}: same output for every sample"
+    for seq in seq_lens:
+        for batch in BATCHES:
+            feeds = _make_feeds(session, batch, seq, seed=batch * 100 + (seq or 0))
+            outs = session.run(None, feeds)
+            assert len(outs) == 1, (path.name, len(outs))
+            out = outs[0]
+            sizes = {"batch": batch, "seq": seq}
+            shape = tuple(sizes[d] if isinstance(d, str) else d for d in want)
+            assert out.shape == shape, (path.name, seq, out.shape, shape)
+            assert np.all(np.isfinite(out)), path.name
+            assert np.ptp(out) > 1e-4, f"{path.name}: constant output"
+            if batch > 1:
+                spread = np.ptp(out, axis=0).max()
+                assert spread > 1e-5, f"{path.name}: same output for every sample"
 
 
 def test_all_exports_present() -> None:
-    names = {p.name for p in EXPORTS}
-    want = {f"{m}_{e}.onnx" for m in EXPECTED_MODELS for e in EXPECTED_OPSET}
-    assert want <= names, sorted(want - names)
+    names = {p.stem for p in EXPORTS}
+    assert set(EXPECTED) <= names, sorted(set(EXPECTED) - names)
     assert not list(EXPORTS_DIR.glob("*.onnx.data")), "exports must be single files"
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_export_size(path: Path) -> None:
+    assert path.stat().st_size <= MAX_EXPORT_BYTES, (path.name, path.stat().st_size)
 
 
 @pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
 def test_export_checks_and_runs(path: Path) -> None:
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-    exporter = path.stem.rsplit("_", 1)[-1]
-    if exporter in EXPECTED_OPSET:
-        assert _default_opset(model) == EXPECTED_OPSET[exporter]
-    (inp,) = model.graph.input
-    assert inp.type.tensor_type.shape.dim[0].dim_param, "batch dimension must be dynamic"
-    _check_outputs(path)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if path.stem in EXPECTED:
+        assert _default_opset(model) == EXPECTED[path.stem][0], path.name
+    for inp in model.graph.input:
+        assert isinstance(_dims(inp)[0], str), f"{inp.name}: batch dimension must be dynamic"
+    has_seq = bool(_seq_dims(model))
+    if path.stem in SEQUENCE_MODELS:
+        assert has_seq, f"{path.name}: sequence dimension must be dynamic"
+    elif path.stem in EXPECTED:
+        assert not has_seq, f"{path.name}: unexpected symbolic input dimensions"
+    if path.stem in EXPECTED:
+        (out,) = model.graph.output
+        declared = _dims(out)
+        want = EXPECTED[path.stem][1]
+        assert len(declared) == len(want), (path.name, declared)
+        for d, w in zip(declared, want):
+            assert isinstance(d, str) if isinstance(w, str) else d == w, (path.name, declared)
+    _check_outputs(path, model)
 
 
 def test_demo_model_runs() -> None:
     assert DEMO_PATH.is_file(), DEMO_PATH
     assert DEMO_PATH.stat().st_size <= 2 * 1024 * 1024
-    onnx.checker.check_model(onnx.load(str(DEMO_PATH)), full_check=True)
-    _check_outputs(DEMO_PATH)
+    model = onnx.load(str(DEMO_PATH))
+    onnx.checker.check_model(model, full_check=True)
+    assert _expected_shape(DEMO_PATH, model) == ("batch", 10)
+    _check_outputs(DEMO_PATH, model)

@@ -9,6 +9,7 @@ and squeeze-excitation gates (``Mul`` by an ``[N,C,1,1]`` tensor) with no specia
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import Free, Opaque, Relation, RuleContext, Same, axes_of, norm_axis, register
@@ -72,9 +73,13 @@ def constant(node: gs.Node, ctx: RuleContext) -> list[Relation]:
 
 
 def _indices_read(t: gs.Tensor, ctx: RuleContext, n: int, depth: int = 0) -> set[int]:
-    """Which entries of a shape vector of length ``n`` its consumers read (all when unsure)."""
+    """Which entries of a shape vector of length ``n`` are read downstream (all when unsure).
+
+    Picking consumers are traced further: ``Gather`` with constant indices (tf2onnx permutes a
+    shape to NHWC this way) and ``Slice`` with constant bounds keep only what is read after them.
+    """
     every = set(range(n))
-    if depth > 6 or not t.outputs :
+    if depth > 6 or not t.outputs:  # no reader in the graph may still be a graph output
         return every
     read: set[int] = set()
     for c in t.outputs:
@@ -84,15 +89,19 @@ def _indices_read(t: gs.Tensor, ctx: RuleContext, n: int, depth: int = 0) -> set
             v = ctx.const(c.inputs[1])
             if v is None:
                 return every
-            read |= {norm_axis(int(i), n) for i in v.reshape(-1)}
+            idx = [norm_axis(int(i), n) for i in np.asarray(v).reshape(-1)]
+            if np.ndim(v) == 0:
+                read |= set(idx)
+            else:
+                read |= {idx[k] for k in _indices_read(c.outputs[0], ctx, len(idx), depth + 1)}
         elif c.op == "Slice" and c.inputs[0] is t:
             starts, ends = ctx.ints(c, 1, "starts"), ctx.ints(c, 2, "ends")
             steps = ctx.ints(c, 4) if len(c.inputs) > 4 and c.inputs[4].name else [1]
             if starts is None or ends is None or steps != [1] or len(starts) != 1:
                 return every
             lo = max(0, min(starts[0] + n if starts[0] < 0 else starts[0], n))
-            hi = max(0, min(ends[0] + n if ends[0] < 0 else ends[0], n))
-            read |= set(range(lo, hi))
+            hi = max(lo, min(ends[0] + n if ends[0] < 0 else ends[0], n))
+            read |= {lo + k for k in _indices_read(c.outputs[0], ctx, hi - lo, depth + 1)}
         else:
             return every
     return read
