@@ -272,6 +272,9 @@ def build_depgraph(
         for r in active:
             edges.append(r)
 
+    # 3b. One fine axis split into factors keeps one factor as its channel carrier.
+    edges = _choose_factors(edges, freeze, seen)
+
     # 4. Spaces, sizes, and the atom layout.
     io_names = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     outputs = {t.name for t in graph.outputs}
@@ -352,6 +355,56 @@ def build_depgraph(
         )
         dg.channel_group[chans] = gid
     return dg
+
+
+def _choose_factors(
+    edges: list[Relation], freeze: dict[SpaceKey, list[str]], seen: set[SpaceKey]
+) -> list[Relation]:
+    """Keeps, per factor family, the Expand of the outermost factor whose spaces are not frozen.
+
+    Tying a fine axis to two factors at once would merge all its channels into one; the heads
+    factor is what users prune. A factor not kept is frozen, so nothing reached only through it
+    can be cut out of step with the fine axis.
+    """
+    families: dict[str, list[Expand]] = defaultdict(list)
+    plain: list[Relation] = []
+    for rel in edges:
+        if isinstance(rel, Expand) and rel.family is not None:
+            if rel not in families[rel.family]:
+                families[rel.family].append(rel)
+        else:
+            plain.append(rel)
+    if not families:
+        return edges
+    g = nx.Graph()
+    g.add_nodes_from(seen)
+    for rel in plain:
+        a, b = _keys(rel)[:2]
+        g.add_edge(a, b)
+    comp_of: dict[SpaceKey, int] = {}
+    frozen_comp: set[int] = set()
+    for i, comp in enumerate(nx.connected_components(g)):
+        for k in comp:
+            comp_of[k] = i
+            if freeze.get(k):
+                frozen_comp.add(i)
+    kept: list[Relation] = []
+    for fam in families.values():
+        fam = sorted(fam, key=lambda r: r.outer)  # outermost factor first
+        chosen = next((r for r in fam if comp_of.get(r.coarse) not in frozen_comp), None)
+        for r in fam:
+            if r is chosen:
+                kept.append(r)
+            elif r.coarse in seen:
+                freeze[r.coarse].append(
+                    f"'{r.coarse[0]}' axis {r.coarse[1]} is a factor of '{r.fine[0]}' axis "
+                    f"{r.fine[1]}, whose channels follow another factor"
+                )
+        if chosen is None:
+            freeze[fam[0].fine].append(
+                f"'{fam[0].fine[0]}' axis {fam[0].fine[1]} splits into factors that are all frozen"
+            )
+    return plain + kept
 
 
 def _keys(rel: Relation) -> list[SpaceKey]:

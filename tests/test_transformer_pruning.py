@@ -7,7 +7,7 @@ import pytest
 from models.transformers import TRANSFORMERS
 from onnxprune import api
 
-from .conftest import assert_valid, lossless
+from .conftest import TRANSFORMER_EXPORTS, assert_valid, lossless
 
 SEQ_MODELS = ["bert_like", "gpt_like", "llama_like", "keras_transformer_block"]
 
@@ -71,3 +71,30 @@ def test_ratio_half_is_valid(name):
     res = api.prune(TRANSFORMERS[name](), ratio=0.5)
     assert_valid(res.proto)
     assert res.after.macs < res.before.macs
+
+
+def _export_feeds(path) -> list[dict[str, list[int]]]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    out = []
+    for seq in (5, 11):
+        fs = {}
+        for inp in m.graph.input:
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+            fs[inp.name] = [2] + [d if d is not None else seq for d in dims[1:]]
+        out.append(fs)
+    return out
+
+
+@pytest.mark.parametrize("path", TRANSFORMER_EXPORTS, ids=lambda p: p.stem)
+def test_transformer_exports_lossless(path):
+    """Exactly-dead heads and FFN channels removed from real exports, at two sequence lengths."""
+    res = lossless(str(path), share=0.5, feed_shapes=_export_feeds(path))
+    assert res.after.macs < res.before.macs
+
+
+@pytest.mark.parametrize("path", [p for p in TRANSFORMER_EXPORTS if "keras" not in p.name], ids=lambda p: p.stem)
+def test_transformer_exports_heads_are_groups(path):
+    an = api.analyze(str(path))
+    assert sorted(g.size for g in an.depgraph.groups if g.n_prunable == g.size).count(4) == 2

@@ -76,6 +76,10 @@ class Expand:
     #: is always created; for Flatten/Reshape the coarse side must carry channels already.
     follow_up: bool = False
     seed: bool = False
+    #: Expands sharing a family split one fine axis into factors ([B,S,H*D] -> [B,S,H,D]). A
+    #: channel of the fine axis can follow only one factor; the analysis keeps the outermost
+    #: factor that is not frozen (the heads) and freezes the others.
+    family: str | None = None
 
 
 @dataclass(frozen=True)

@@ -146,14 +146,16 @@ def _reshape_relations(
             for p, a in enumerate(gi):
                 outer = math.prod(xs[b] for b in gi[:p])  # type: ignore[misc]
                 inner = math.prod(xs[b] for b in gi[p + 1 :])  # type: ignore[misc]
-                rels.append(Expand((x.name, a), (y.name, gj[0]), outer, inner))
+                rels.append(Expand((x.name, a), (y.name, gj[0]), outer, inner, family=f"{node.name}:{gj[0]}"))
         elif len(gi) == 1:
-            # One axis split into several ([B,S,H*D] -> [B,S,H,D]): a channel of the input is
-            # carried by the outermost part (a head); the others are positions inside it.
+            # One axis split into several ([B,S,H*D] -> [B,S,H,D], [B,N,3*H*D] -> [B,N,3,H,D]):
+            # every factor is explored; the analysis keeps one as the channel carrier.
             for p, j in enumerate(gj):
                 outer = math.prod(ys[b] for b in gj[:p])  # type: ignore[misc]
                 inner = math.prod(ys[b] for b in gj[p + 1 :])  # type: ignore[misc]
-                rels.append(Expand((y.name, j), (x.name, gi[0]), outer, inner, follow_up=p == 0))
+                rels.append(
+                    Expand((y.name, j), (x.name, gi[0]), outer, inner, follow_up=True, family=f"{node.name}:{gi[0]}")
+                )
         else:
             reason = f"{node.op} '{node.name}' mixes axes {gi} into {gj}"
             rels += [Opaque((x.name, a), reason) for a in gi] + [Opaque((y.name, j), reason) for j in gj]
@@ -187,6 +189,12 @@ def shape_sources(
     node = t.inputs[0]
     if node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
         return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+    if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
+        inner = shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+        idx = ctx.const(node.inputs[1])
+        if inner is None or idx is None:
+            return None
+        return [inner[int(i)] for i in np.asarray(idx).reshape(-1)]
     if node.op == "Slice" and node.inputs[0] is not t:
         inner = shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
         starts, ends = ctx.ints(node, 1, "starts"), ctx.ints(node, 2, "ends")
@@ -209,6 +217,9 @@ def shape_sources(
             e = shape_sources(inp, ctx, node, i, depth + 1)
             if e is None:
                 return None
+            if len(e) == 1 and e[0][1] is not None and _is_dim(e[0][1]):
+                # a lone run-time size: the whole Concat input can be replaced by a constant
+                e = [(None, e[0][1][:3] + (node, i))]
             out += e
         return out
     s = ctx.shapes.get(t.name) if isinstance(ctx, ApplyContext) else ctx.shape(t)
@@ -235,7 +246,7 @@ def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             for j, (v, src) in enumerate(entries)
             if v in (-1, 0)
             or (src is not None and not _is_dim(src))
-            or (src is not None and _is_dim(src) and src[1:] == (x.name, j))
+            or (src is not None and _is_dim(src) and (src[1:3] == (x.name, j) or len(src) == 5))
         }
     return _reshape_relations(node, ctx, x, y, dynamic_ok)
 
@@ -257,7 +268,15 @@ def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
         n = ctx.new_size((y.name, j))
         if n is None or value in (0, -1) or value == n or src is None:
             continue
-        if _is_dim(src):  # a run-time size: follows by itself
+        if _is_dim(src):
+            if src[1:3] == (node.inputs[0].name, j) or len(src) < 5:
+                continue  # the size of the input's own axis: follows by itself
+            # a run-time size read from another tensor (``reshape(B, N, C)`` with C from the
+            # block input): the pruned width is static, so it becomes a constant
+            reader, slot = src[3], src[4]
+            like = next((ctx.const(i) for i in reader.inputs if ctx.const(i) is not None), None)
+            dtype = like.dtype if like is not None else np.int64
+            reader.inputs[slot] = ctx.new_const(f"{reader.name}_size", np.array([n], dtype=dtype))
             continue
         reader, slot, flat = src
         key = (id(reader), slot)
