@@ -150,6 +150,27 @@ def untie_uniform_constants(graph: gs.Graph) -> int:
     return made
 
 
+def fold_small_constants(graph: gs.Graph, max_bytes: int = 4096) -> None:
+    """Evaluates subgraphs whose inputs are all constants, when their results are small.
+
+    Exporters leave index arithmetic unevaluated (``Slice(Shape(x), 0, Mod(2, 3))``); folded, a
+    Reshape target becomes readable and its axes can be followed. Tensors over ``max_bytes`` are
+    left alone, so weights are never duplicated; ``Shape`` is never folded, so symbolic batch
+    and sequence sizes stay dynamic.
+    """
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    before = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it skips
+    try:
+        graph.fold_constants(size_threshold=max_bytes, fold_shapes=False, error_ok=True)
+        graph.cleanup(remove_unused_graph_inputs=False)
+    except Exception as exc:  # folding is an aid to analysis, never a requirement
+        log.info("constant folding skipped: %s", exc)
+    finally:
+        G_LOGGER.severity = before
+
+
 def _name_nodes(graph: gs.Graph) -> None:
     """Gives every nameless node a unique readable name so reports can point at it."""
     used = {n.name for n in graph.nodes if n.name}
@@ -190,6 +211,7 @@ def load(
             t.data_location = None
     _name_nodes(graph)
     untie_uniform_constants(graph)
+    fold_small_constants(graph)
     meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
     model = Model(
         graph=graph,
