@@ -270,7 +270,8 @@ def write_readme(out: Path, seed: int) -> Path:
         "legacy": "TorchScript (`dynamo=False`)",
         "dynamo": "torch.export (`dynamo=True`, `external_data=False`)",
     }
-    for path in sorted(out.glob("*.onnx")):
+    own = [p for p in sorted(out.glob("*.onnx")) if p.stem.rpartition("_")[0] in MODELS]
+    for path in own:
         name, _, exporter = path.stem.rpartition("_")
         proto = onnx.load(str(path), load_external_data=False)
         opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -305,7 +306,13 @@ def write_readme(out: Path, seed: int) -> Path:
         "",
     ]
     readme = out / "README.md"
-    readme.write_text("\n".join(lines))
+    # Other export scripts append their own "# Exported ..." sections; keep them.
+    tail = ""
+    if readme.exists():
+        old = readme.read_text()
+        cut = old.find("\n# Exported ", 1)
+        tail = old[cut:] if cut >= 0 else ""
+    readme.write_text("\n".join(lines) + tail)
     return readme
 
 
