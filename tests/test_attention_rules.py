@@ -112,3 +112,17 @@ def test_prune_hidden_cuts_the_residual_width():
     assert_valid(res.proto)
     inits = {i.name: tuple(i.dims) for i in res.proto.graph.initializer}
     assert inits["g1"] == (E,)  # graph input/output width is frozen: x and y are interface
+
+
+def test_fused_runtime_op_is_a_barrier_with_its_domain():
+    """A com.microsoft FastGelu inside the FFN freezes that FFN and says why; heads still prune."""
+    m = _model()
+    node = next(n for n in m.graph.node if n.op_type == "Erf")
+    node.op_type, node.domain = "FastGelu", "com.microsoft"
+    m.opset_import.add(domain="com.microsoft", version=1)
+    an = api.analyze(m)
+    ffn = next(g for g in an.depgraph.groups if ("f1", 2) in g.spaces)
+    assert ffn.n_prunable == 0
+    assert any("FastGelu (domain com.microsoft)" in r and "no channel rule" in r for r in ffn.reasons)
+    heads = next(g for g in an.depgraph.groups if ("q", 2) in g.spaces)
+    assert heads.n_prunable == H
