@@ -129,7 +129,6 @@ class DepGraph:
         self.channel_frozen = np.zeros(0, dtype=bool)
         self.channel_group = np.zeros(0, dtype=np.int64)
         self.n_channels = 0
-        self.edges: list[Relation] = []
 
     # -------------------------------------------------------------- queries
     def space_channels(self, key: SpaceKey) -> np.ndarray:
@@ -312,7 +311,6 @@ def build_depgraph(
         else:
             a, b = _keys(rel)[:2]
             dg.graph.add_edge(a, b, rel=rel)
-    dg.edges = unique_edges
     a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, dtype=np.int64)
     b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, dtype=np.int64)
     roots = _union_find(start, a, b)

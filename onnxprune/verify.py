@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +181,3 @@ def compare(
         out.append(OutputAgreement(name, tuple(a.shape), diff, _cosine(a, b)))
     return out
 
-
-def allclose(original: Sequence[np.ndarray], pruned: Sequence[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> bool:
-    return all(np.allclose(a, b, rtol=rtol, atol=atol) for a, b in zip(original, pruned))

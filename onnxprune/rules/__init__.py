@@ -100,6 +100,17 @@ class _Reader:
     """Constant lookups shared by rules and rewriters."""
 
     opset: int
+    shapes: dict[str, tuple[int | None, ...]]
+
+    def shape(self, t: gs.Tensor) -> tuple[int | None, ...] | None:
+        """Static shape of ``t`` (a constant's own shape; otherwise as analysed)."""
+        if isinstance(t, gs.Constant):
+            return tuple(int(d) for d in t.shape)
+        return self.shapes.get(t.name)
+
+    def rank(self, t: gs.Tensor) -> int | None:
+        s = self.shape(t)
+        return None if s is None else len(s)
 
     def const(self, t: gs.Tensor | None) -> np.ndarray | None:
         if t is None or not t.name:
@@ -126,15 +137,6 @@ class RuleContext(_Reader):
     #: through: pruning the residual width of a transformer. Lossy by nature, so opt-in.
     prune_hidden: bool = False
     virtual_sizes: dict[SpaceKey, int] = field(default_factory=dict)
-
-    def shape(self, t: gs.Tensor) -> tuple[int | None, ...] | None:
-        if isinstance(t, gs.Constant):
-            return tuple(int(d) for d in t.shape)
-        return self.shapes.get(t.name)
-
-    def rank(self, t: gs.Tensor) -> int | None:
-        s = self.shape(t)
-        return None if s is None else len(s)
 
     def virtual(self, node: gs.Node, tag: str, size: int) -> SpaceKey:
         """A space that belongs to no tensor (the groups of a grouped Conv)."""
@@ -166,9 +168,6 @@ class ApplyContext(_Reader):
     def new_size(self, key: SpaceKey) -> int | None:
         k = self._kept.get(key)
         return None if k is None else len(k)
-
-    def old_size(self, key: SpaceKey) -> int | None:
-        return self._sizes.get(key)
 
     def new_const(self, base: str, value: np.ndarray) -> gs.Constant:
         """A fresh constant (never edits a possibly shared one in place)."""

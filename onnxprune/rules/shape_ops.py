@@ -206,7 +206,7 @@ def shape_sources(
         hi = max(0, min(ends[0] + n if ends[0] < 0 else ends[0], n))
         return inner[lo:hi]
     if node.op == "Shape":
-        s = ctx.shapes.get(node.inputs[0].name) if isinstance(ctx, ApplyContext) else ctx.shape(node.inputs[0])
+        s = ctx.shape(node.inputs[0])
         if s is None:
             return None
         axes = range(len(s))[int(node.attrs.get("start", 0)) : node.attrs.get("end")]
@@ -222,7 +222,7 @@ def shape_sources(
                 e = [(None, e[0][1][:3] + (node, i))]
             out += e
         return out
-    s = ctx.shapes.get(t.name) if isinstance(ctx, ApplyContext) else ctx.shape(t)
+    s = ctx.shape(t)
     if s is not None and len(s) <= 1:
         n = 1 if len(s) == 0 else s[0]
         return None if n is None else [(None, None)] * n
