@@ -19,16 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
 from .api import analyze, prune
-from .bench import interleaved_latency
+from .bench import BenchResult, benchmark, interleaved_latency, resolve_eps, short_ep
+from .comparison import compare_models
 from .errors import OnnxPruneError, UsageError
+from .graph import load
 from .importance import CRITERIA
 from .io import parse_input_shapes
-from .report import analysis_dict, human, prune_dict
+from .profile import profile
+from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
 from .verify import compare, make_feeds, session
 
 __all__ = ["main", "build_parser"]
@@ -41,6 +46,9 @@ examples:
   onnxprune analyze model.onnx                     list channel groups, barriers and reasons
   onnxprune prune model.onnx -o small.onnx --ratio 0.5 --round-to 8 --check
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --ignore 'head.*' --input-shape input:1,3,224,224
+  onnxprune profile model.onnx --by node           MACs and params per node (or --by op / --by group)
+  onnxprune bench model.onnx --ep cpu,cuda --batch 1,8
+  onnxprune compare model.onnx small.onnx --ep cpu --report report/
 """
 
 
@@ -65,6 +73,17 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         metavar="GLOB",
         help="node or tensor name (shell glob) whose channels must be kept (repeatable)",
     )
+
+
+def _add_timing_options(p: argparse.ArgumentParser, repeat: int, warmup: int) -> None:
+    p.add_argument("--ep", default="cpu", metavar="EP1,EP2",
+                   help="execution providers: cpu, cuda, tensorrt, ... (default cpu)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="onnxruntime intra-op threads (default: onnxruntime's choice)")
+    p.add_argument("--warmup", type=int, default=warmup, metavar="N", help=f"untimed runs first (default {warmup})")
+    p.add_argument("--repeat", type=int, default=repeat, metavar="N", help=f"timed runs (default {repeat})")
+    p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                   help="fix a graph input's symbolic dimensions, e.g. input_ids:1,128 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +125,52 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     pp.add_argument("--check", action="store_true", help="compare outputs with the original on seeded inputs")
     pp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    pf = sub.add_parser(
+        "profile",
+        help="MACs and parameters per node, per op type and per pruning group",
+        description="Counts multiply-accumulates and parameters from static shapes (Conv, "
+        "ConvTranspose, Gemm, MatMul including activation x activation products, pools and norms). "
+        "Symbolic input dimensions are taken as 1 unless fixed with --input-shape.",
+    )
+    pf.add_argument("model", help="input .onnx file")
+    pf.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                    help="fix a graph input's symbolic dimensions, e.g. input_ids:1,128 (repeatable)")
+    pf.add_argument("--by", choices=("op", "node", "group"), default="op",
+                    help="table rows: totals per op type (default), the heaviest nodes, or the "
+                    "Conv/Gemm/MatMul MACs touching each pruning group")
+    pf.add_argument("--top", type=int, default=25, metavar="N", help="rows shown for --by node/group (default 25)")
+    pf.add_argument("--json", action="store_true", help="print every node, op type and group as JSON")
+
+    pb = sub.add_parser(
+        "bench",
+        help="latency percentiles, throughput, session time and peak memory on CPU/CUDA/TensorRT",
+        description="Times one model in onnxruntime with full graph optimizations: p50/p90/p99 "
+        "latency, throughput, session-creation time and the peak memory the session adds (host RSS "
+        "on CPU; device memory on CUDA/TensorRT when NVML is available). On CUDA and TensorRT inputs "
+        "are bound on the device once (IO binding), so transfers are not what is timed.",
+    )
+    pb.add_argument("model", help="input .onnx file")
+    _add_timing_options(pb, repeat=100, warmup=10)
+    pb.add_argument("--batch", default="1", metavar="B1,B2,...",
+                    help="batch sizes to time, for models with a dynamic first axis (default 1)")
+    pb.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    pc = sub.add_parser(
+        "compare",
+        help="original against pruned: size, params, MACs, interleaved latency, agreement",
+        description="Profiles both models, times them in turns (A B A B ... in one process, so "
+        "machine drift cancels) on each execution provider, and compares their outputs on seeded "
+        "inputs. Efficiency = measured speedup / MACs reduction.",
+    )
+    pc.add_argument("original", help="the model before pruning")
+    pc.add_argument("pruned", help="the model after pruning")
+    _add_timing_options(pc, repeat=50, warmup=5)
+    pc.add_argument("--batch", type=int, default=1, help="batch size for timing (default 1)")
+    pc.add_argument("--report", metavar="DIR",
+                    help="write DIR/report.md with PNG plots (per-layer MACs, latency vs MACs); "
+                    "plots need matplotlib: pip install 'onnxprune[report]'")
+    pc.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     pd = sub.add_parser(
         "demo",
@@ -284,7 +349,154 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo}
+def cmd_profile(args: argparse.Namespace, console: Console) -> int:
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    with console.status("profiling…", spinner="dots") if not args.json else _null():
+        if args.by == "group" or args.json:
+            an = analyze(args.model, _input_shapes(args))
+            prof, groups = an.profile, analysis_dict(an)["groups"]
+        else:
+            prof, groups = profile(load(args.model, _input_shapes(args))), []
+    data = profile_dict(prof, groups)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    table = Table(title=f"{args.model}: {human(prof.macs)} MACs, {human(prof.params)} params")
+    if args.by == "op":
+        for col in ("op type", "nodes", "MACs", "share", "params"):
+            table.add_column(col, justify="left" if col == "op type" else "right")
+        for op, row in data["by_op"].items():
+            if row["macs"] or row["params"]:
+                table.add_row(op, str(row["count"]), human(row["macs"]), _pct(row["macs"] / prof.macs if prof.macs else 0),
+                              human(row["params"]))
+    elif args.by == "node":
+        for col in ("node", "op", "output shape", "MACs", "share", "params"):
+            table.add_column(col, justify="right" if col in ("MACs", "share", "params") else "left")
+        for n in sorted(prof.nodes, key=lambda n: (-n.macs, -n.params))[: args.top]:
+            table.add_row(n.name, n.op, str(list(n.shape)) if n.shape is not None else "?", human(n.macs),
+                          _pct(n.macs / prof.macs if prof.macs else 0), human(n.params))
+    else:
+        for col in ("group", "channels", "status", "MACs touched", "params touched", "members"):
+            table.add_column(col, justify="left" if col in ("status", "members") else "right")
+        for g in sorted(groups, key=lambda g: -g["macs"])[: args.top]:
+            members = g["members"][0] + (f" +{len(g['members']) - 1}" if len(g["members"]) > 1 else "")
+            table.add_row(str(g["id"]), str(g["channels"]), g["status"], human(g["macs"]), human(g["params"]), members)
+    console.print(table)
+    if args.by == "group":
+        console.print("[dim]MACs touched: Conv/Gemm/MatMul layers reading or writing the group's channels "
+                      "(a layer between two groups counts in both)[/dim]")
+    if prof.unknown:
+        console.print(f"[yellow]{len(prof.unknown)} node(s) have unknown shapes and count 0 MACs[/yellow] "
+                      f"(first: {prof.unknown[0]}); fix symbolic inputs with --input-shape")
+    return 0
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        out = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(f"--batch '{text}': expected positive integers such as 1,8") from None
+    if not out or any(b < 1 for b in out):
+        raise UsageError(f"--batch '{text}': expected positive integers such as 1,8")
+    return out
+
+
+def _check_timing(args: argparse.Namespace) -> None:
+    if args.repeat < 1 or args.warmup < 0 or args.threads < 0:
+        raise UsageError("--repeat must be at least 1, --warmup and --threads at least 0")
+
+
+def _progress(console: Console, quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=quiet)
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    _check_timing(args)
+    eps, batches = resolve_eps(args.ep), _batches(args.batch)
+    _require_model(args.model)
+    results: list[BenchResult] = []
+    with _progress(console, args.json) as bar:
+        for ep in eps:
+            for b in batches:
+                task = bar.add_task(f"{short_ep(ep)} batch {b}", total=args.repeat)
+                results.append(benchmark(args.model, ep, b, args.threads, args.warmup, args.repeat, _input_shapes(args),
+                                         progress=lambda i, n, t=task: bar.update(t, completed=i)))
+                bar.remove_task(task)
+    rows = [r.as_dict() for r in results]
+    if args.json:
+        print(json.dumps({"model": args.model, "onnxruntime": ort.__version__, "results": rows}, indent=2))
+        return 0
+    table = Table(title=f"{args.model} in onnxruntime {ort.__version__}")
+    for col in ("EP", "batch", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "session s", "peak memory"):
+        table.add_column(col, justify="left" if col == "EP" else "right")
+    for r in rows:
+        mem = human(r["peak_mem_bytes"], "B") + f" ({r['mem_kind']})" if r["peak_mem_bytes"] is not None else "n/a"
+        table.add_row(r["ep"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['throughput_per_s']:.1f}", f"{r['session_s']:.2f}", mem)
+    console.print(table)
+    console.print(f"[dim]{args.repeat} timed runs after {args.warmup} warm-up runs; threads: "
+                  f"{args.threads or 'onnxruntime default'}[/dim]")
+    return 0
+
+
+def _require_model(path: str) -> None:
+    # a clear one-line refusal before any session starts (load checks the file thoroughly)
+    load(path, None)
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    _check_timing(args)
+    eps = resolve_eps(args.ep)
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    with _progress(console, args.json) as bar:
+        task = bar.add_task("profiling", total=None)
+
+        def step(ep: str, i: int, n: int) -> None:
+            bar.update(task, description=f"{ep}: original/pruned in turns", completed=i, total=n)
+
+        cmp = compare_models(args.original, args.pruned, eps, args.batch, args.threads, args.warmup, args.repeat,
+                             _input_shapes(args), progress=step)
+    report_md = None
+    if args.report:
+        report_md, plotted = write_comparison_report(cmp, args.report)
+        if not plotted:
+            console.print("[yellow]matplotlib is not installed: report written without plots[/yellow] "
+                          "(pip install 'onnxprune\\[report]')")
+    if args.json:
+        data = cmp.as_dict()
+        data["report"] = str(report_md) if report_md else None
+        print(json.dumps(data, indent=2))
+        return 0
+    o, p = cmp.original, cmp.pruned
+    table = Table(title=f"{args.original} vs {args.pruned}")
+    for col in ("", "original", "pruned", "pruned/original"):
+        table.add_column(col, justify="left" if not col else "right")
+    for label, a, b, unit in (("file size", o.size, p.size, "B"), ("params", o.params, p.params, ""),
+                              ("MACs", o.macs, p.macs, ""), ("nodes", o.nodes, p.nodes, "")):
+        table.add_row(label, human(a, unit), human(b, unit), f"{b / a:.3f}" if a else "-")
+    for lat in cmp.latency:
+        lo, hi = lat.pair_iqr()
+        table.add_row(f"{short_ep(lat.provider)} latency p50 (batch {lat.batch}, {lat.original_ms.size} turns)",
+                      f"{float(np.median(lat.original_ms)):.3f} ms", f"{float(np.median(lat.pruned_ms)):.3f} ms",
+                      f"{1 / lat.speedup:.3f}")
+        table.add_row(f"{short_ep(lat.provider)} speedup · efficiency", "", f"{lat.speedup:.2f}x ({lo:.2f}-{hi:.2f})",
+                      f"{cmp.efficiency(lat):.2f}")
+    for out in cmp.outputs:
+        extra = f", top-1 same {out.top1:.0%}" if out.top1 is not None else ""
+        table.add_row(f"output '{out.name}'", "", f"cosine {out.cosine:.5f}", f"rel L2 {out.rel_l2:.3g}{extra}")
+    console.print(table)
+    console.print("[dim]efficiency = speedup / MACs reduction; the range after a speedup is the IQR of "
+                  "per-turn ratios[/dim]")
+    if report_md:
+        console.print(f"report written to {report_md}")
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "profile": cmd_profile,
+            "bench": cmd_bench, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

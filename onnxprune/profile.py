@@ -1,8 +1,21 @@
 """Parameters and multiply-accumulates per node, from static shapes.
 
-MACs: ``Conv`` = |Y|·(C_in/g)·∏k (each output element is a dot product over one filter);
-``ConvTranspose`` = |X|·(C_out/g)·∏k; ``Gemm``/``MatMul`` = |Y|·K. Other ops count no MACs.
-Parameters are the elements of floating-point constants (each shared tensor counted once).
+MACs (one multiply-accumulate = one unit), with ``|T|`` the element count of tensor ``T``:
+
+- ``Conv``: |Y|·(C_in/g)·∏k — each output element is a dot product over one filter;
+- ``ConvTranspose``: |X|·(C_out/g)·∏k — each input element is scattered through one filter;
+- ``Gemm`` and ``MatMul``: |Y|·K with K the reduced dimension; this covers activation × activation
+  products (attention's Q·Kᵀ and P·V) as well as layers with constant weights;
+- ``MaxPool``/``AveragePool``/``LpPool``: |Y|·∏k (one accumulate or compare per window element);
+  ``Global*Pool``: |X|;
+- ``BatchNormalization``, ``InstanceNormalization``, ``LayerNormalization``,
+  ``GroupNormalization``, ``RMSNormalization``: |X| (the per-element scale and shift; the
+  statistics of the non-batch norms are counted in the same pass).
+
+Other ops count no MACs. Parameters are the elements of floating-point constants, each shared
+tensor counted once, attributed to the first node that reads it. Shapes come from shape
+inference with symbolic input dimensions fixed at load (``--input-shape``); a node whose shapes
+stay unknown counts 0 and is listed in :attr:`Profile.unknown`.
 """
 
 from __future__ import annotations
@@ -15,9 +28,30 @@ import onnx_graphsurgeon as gs
 
 from .graph import Model
 
-__all__ = ["Profile", "profile", "LINEAR_OPS"]
+__all__ = ["NodeStat", "Profile", "profile", "node_macs", "LINEAR_OPS", "POOL_OPS", "NORM_OPS"]
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+POOL_OPS = ("MaxPool", "AveragePool", "LpPool")
+GLOBAL_POOL_OPS = ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+NORM_OPS = (
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "RMSNormalization",
+)
+COUNTED_OPS = LINEAR_OPS + POOL_OPS + GLOBAL_POOL_OPS + NORM_OPS
+
+
+@dataclass
+class NodeStat:
+    """One node's share: MACs, parameters it introduces, and its first output's shape."""
+
+    name: str
+    op: str
+    macs: int
+    params: int
+    shape: tuple[int | None, ...] | None
 
 
 @dataclass
@@ -26,6 +60,18 @@ class Profile:
     params: int
     node_macs: dict[str, int] = field(default_factory=dict)
     node_params: dict[str, int] = field(default_factory=dict)
+    nodes: list[NodeStat] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def by_op(self) -> dict[str, dict[str, int]]:
+        """``{op_type: {"count", "macs", "params"}}``, largest MACs first."""
+        out: dict[str, dict[str, int]] = {}
+        for n in self.nodes:
+            row = out.setdefault(n.op, {"count": 0, "macs": 0, "params": 0})
+            row["count"] += 1
+            row["macs"] += n.macs
+            row["params"] += n.params
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1]["macs"], -kv[1]["params"], kv[0])))
 
 
 def _numel(shape: tuple[int | None, ...] | None) -> int | None:
@@ -34,47 +80,84 @@ def _numel(shape: tuple[int | None, ...] | None) -> int | None:
     return math.prod(shape)  # type: ignore[arg-type]
 
 
-def node_macs(node: gs.Node, model: Model) -> int:
+def _known(*values: int | None) -> bool:
+    return all(v is not None for v in values)
+
+
+def node_macs(node: gs.Node, model: Model) -> int | None:
+    """MACs of one node (see the module docstring); ``None`` when its shapes are unknown."""
     s = model.shapes
-    try:
-        if node.op == "Conv":
-            y, w = _numel(s.get(node.outputs[0].name)), s.get(node.inputs[1].name)
-            return (y or 0) * math.prod(w[1:]) if w else 0
-        if node.op == "ConvTranspose":
-            x, w = _numel(s.get(node.inputs[0].name)), s.get(node.inputs[1].name)
-            return (x or 0) * math.prod(w[1:]) if w else 0
-        if node.op == "Gemm":
-            y, a = _numel(s.get(node.outputs[0].name)), s.get(node.inputs[0].name)
-            k = a[0] if int(node.attrs.get("transA", 0)) else a[1]
-            return (y or 0) * (k or 0)
-        if node.op == "MatMul":
-            y, a = _numel(s.get(node.outputs[0].name)), s.get(node.inputs[0].name)
-            return (y or 0) * (a[-1] or 0) if a else 0
-    except (TypeError, IndexError):
+
+    def shape(i: int, outputs: bool = False) -> tuple[int | None, ...] | None:
+        ts = node.outputs if outputs else node.inputs
+        if i >= len(ts) or not ts[i].name:
+            return None
+        return s.get(ts[i].name)
+
+    op = node.op
+    if op not in COUNTED_OPS:
         return 0
+    try:
+        if op == "Conv":
+            y, w = _numel(shape(0, True)), shape(1)
+            return y * math.prod(w[1:]) if y is not None and w and _known(*w) else None  # type: ignore[arg-type]
+        if op == "ConvTranspose":
+            x, w = _numel(shape(0)), shape(1)
+            return x * math.prod(w[1:]) if x is not None and w and _known(*w) else None  # type: ignore[arg-type]
+        if op == "Gemm":
+            y, a = _numel(shape(0, True)), shape(0)
+            if y is None or not a or len(a) != 2:
+                return None
+            k = a[0] if int(node.attrs.get("transA", 0)) else a[1]
+            return y * k if k is not None else None
+        if op == "MatMul":
+            y, a = _numel(shape(0, True)), shape(0)
+            if y is None or not a or a[-1] is None:
+                return None
+            return y * int(a[-1])
+        if op in POOL_OPS:
+            y = _numel(shape(0, True))
+            k = node.attrs.get("kernel_shape")
+            return y * math.prod(int(d) for d in k) if y is not None and k else None
+        if op in GLOBAL_POOL_OPS or op in NORM_OPS:
+            return _numel(shape(0))
+    except (TypeError, IndexError, ValueError):
+        return None
+    return 0
+
+
+def _float_elements(t: gs.Constant) -> int:
+    # shape/dtype only: counting must not load (and so copy) the weights
+    if np.issubdtype(np.dtype(t.dtype), np.floating):
+        return int(np.prod(t.shape, dtype=np.int64))
     return 0
 
 
 def profile(model: Model) -> Profile:
-    """MACs and parameter counts of ``model`` (symbolic dims as fixed at load)."""
+    """MACs and parameter counts of ``model`` per node (symbolic dims as fixed at load)."""
     prof = Profile(0, 0)
     counted: set[str] = set()
     for node in model.graph.nodes:
         m = node_macs(node, model)
-        prof.node_macs[node.name] = m
-        prof.macs += m
+        if m is None:
+            prof.unknown.append(node.name)
+            m = 0
         p = 0
         for t in node.inputs:
             if isinstance(t, gs.Constant) and t.name and t.name not in counted:
-                # shape/dtype only: counting must not load (and so copy) the weights
-                if np.issubdtype(np.dtype(t.dtype), np.floating):
+                n = _float_elements(t)
+                if n:
                     counted.add(t.name)
-                    p += int(np.prod(t.shape, dtype=np.int64))
+                    p += n
         if node.op == "Constant":
             v = node.attrs.get("value")
-            if isinstance(v, gs.Constant) and np.issubdtype(np.dtype(v.dtype), np.floating):
-                n = int(np.prod(v.shape, dtype=np.int64))
+            if isinstance(v, gs.Constant):
+                n = _float_elements(v)
                 p += n if n > 1 else 0
+        out = node.outputs[0].name if node.outputs else None
+        prof.nodes.append(NodeStat(node.name, node.op, m, p, model.shapes.get(out) if out else None))
+        prof.node_macs[node.name] = m
         prof.node_params[node.name] = p
+        prof.macs += m
         prof.params += p
     return prof

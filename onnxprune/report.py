@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .api import Analysis, PruneResult
+from .bench import short_ep
+from .comparison import Comparison
+from .profile import LINEAR_OPS, Profile
 from .rules import SpaceKey
 
-__all__ = ["analysis_dict", "prune_dict", "human"]
+__all__ = [
+    "analysis_dict",
+    "prune_dict",
+    "profile_dict",
+    "human",
+    "comparison_markdown",
+    "write_comparison_report",
+]
 
 
 def _space(key: SpaceKey) -> str:
@@ -72,3 +86,137 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.2f}{suffix}{unit}"
     return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
+
+
+# ---------------------------------------------------------------------------- comparison reports
+def comparison_markdown(cmp: Comparison, images: dict[str, str] | None = None) -> str:
+    """A Markdown page: the before/after table, latency per provider, agreement, and plots."""
+    o, p = cmp.original, cmp.pruned
+    lines = [
+        "# onnxprune comparison",
+        "",
+        f"- original: `{o.path}`",
+        f"- pruned: `{p.path}`",
+        "",
+        "| | original | pruned | pruned/original |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, a, b, unit in (("file size", o.size, p.size, "B"), ("params", o.params, p.params, ""),
+                              ("MACs", o.macs, p.macs, ""), ("nodes", o.nodes, p.nodes, "")):
+        lines.append(f"| {label} | {human(a, unit)} | {human(b, unit)} | {b / a:.3f} |" if a else f"| {label} | 0 | {b} | - |")
+    if cmp.latency:
+        lines += [
+            "",
+            "## Latency (interleaved runs: original and pruned in turns, one process)",
+            "",
+            "| EP | batch | threads | runs | original p50 | pruned p50 | speedup (IQR of turns) | MACs gain | efficiency | session s (orig / pruned) | peak memory (orig / pruned) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for lat in cmp.latency:
+            lo, hi = lat.pair_iqr()
+            mem = " / ".join(human(m, "B") if m is not None else "n/a" for m in lat.peak_mem_bytes)
+            lines.append(
+                f"| {short_ep(lat.provider)} | {lat.batch} | {lat.threads or 'default'} | {lat.original_ms.size} "
+                f"| {float(np.median(lat.original_ms)):.3f} ms | {float(np.median(lat.pruned_ms)):.3f} ms "
+                f"| {lat.speedup:.2f}x ({lo:.2f}-{hi:.2f}) | {cmp.macs_gain:.2f}x | {cmp.efficiency(lat):.2f} "
+                f"| {lat.session_s[0]:.2f} / {lat.session_s[1]:.2f} | {mem} ({lat.mem_kind}) |"
+            )
+        lines += ["", "Efficiency = measured speedup / MACs reduction (1.0: latency fell as much as the arithmetic)."]
+    if cmp.outputs:
+        lines += ["", "## Output agreement (seeded inputs, CPU, graph optimizations off)", "",
+                  "| output | shape | max abs diff | cosine | relative L2 | top-1 agreement |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for out in cmp.outputs:
+            top1 = f"{out.top1:.1%}" if out.top1 is not None else "-"
+            lines.append(f"| {out.name} | {list(out.shape)} | {out.max_abs:.3g} | {out.cosine:.6f} | {out.rel_l2:.3g} | {top1} |")
+    for title, name in (images or {}).items():
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _layer_macs(cmp: Comparison) -> tuple[list[str], list[int], list[int]]:
+    after = {n.name: n.macs for n in cmp.pruned.profile.nodes}
+    names, before_m, after_m = [], [], []
+    for n in cmp.original.profile.nodes:
+        if n.macs and n.op in LINEAR_OPS:
+            names.append(n.name)
+            before_m.append(n.macs)
+            after_m.append(after.get(n.name, 0))
+    return names, before_m, after_m
+
+
+def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """Writes ``report.md`` (and PNG plots when matplotlib is installed) into ``out_dir``.
+
+    Returns the Markdown path and whether plots were drawn. Files are written atomically.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images: dict[str, str] = {}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    if plt is not None:
+        names, b, a = _layer_macs(cmp)
+        if names:
+            fig, ax = plt.subplots(figsize=(max(6.0, min(0.12 * len(names), 24.0)), 4.0))
+            x = np.arange(len(names))
+            ax.bar(x, b, label="original", color="#9aa5b1")
+            ax.bar(x, a, label="pruned", color="#2b8a3e")
+            ax.set_xlabel("Conv/Gemm/MatMul layers in graph order")
+            ax.set_ylabel("MACs")
+            ax.set_title("MACs per layer, before and after")
+            ax.legend()
+            fig.tight_layout()
+            _save_fig(fig, out / "layer_macs.png")
+            plt.close(fig)
+            images["MACs per layer"] = "layer_macs.png"
+        if cmp.latency:
+            fig, ax = plt.subplots(figsize=(6.0, 4.0))
+            for lat in cmp.latency:
+                xs = [cmp.original.macs / 1e6, cmp.pruned.macs / 1e6]
+                ys = [float(np.median(lat.original_ms)), float(np.median(lat.pruned_ms))]
+                line = ax.plot(xs, ys, marker="o", label=f"{short_ep(lat.provider)} measured")[0]
+                ax.plot(xs, [ys[0], ys[0] * xs[1] / xs[0]], linestyle="--", color=line.get_color(),
+                        alpha=0.6, label=f"{short_ep(lat.provider)} if latency ∝ MACs")
+            ax.set_xlabel("MMACs")
+            ax.set_ylabel("median latency (ms)")
+            ax.set_title("Latency against MACs")
+            ax.legend()
+            fig.tight_layout()
+            _save_fig(fig, out / "latency_vs_macs.png")
+            plt.close(fig)
+            images["Latency against MACs"] = "latency_vs_macs.png"
+    md = out / "report.md"
+    _atomic_text(md, comparison_markdown(cmp, images))
+    return md, plt is not None
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def profile_dict(prof: Profile, groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Profile as plain data: totals, per op type, per node, and per group when given."""
+    return {
+        "macs": prof.macs,
+        "params": prof.params,
+        "by_op": prof.by_op(),
+        "nodes": [{"name": n.name, "op": n.op, "macs": n.macs, "params": n.params,
+                   "shape": list(n.shape) if n.shape is not None else None} for n in prof.nodes],
+        "unknown_shapes": prof.unknown,
+        "groups": [{"id": g["id"], "channels": g["channels"], "status": g["status"], "macs": g["macs"],
+                    "params": g["params"], "members": g["members"]} for g in (groups or [])],
+    }

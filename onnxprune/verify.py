@@ -12,6 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -58,7 +59,7 @@ def session(
     model: ModelLike,
     optimize: bool = False,
     threads: int = 0,
-    provider: str = "CPUExecutionProvider",
+    provider: str | list[str | tuple[str, dict[str, Any]]] = "CPUExecutionProvider",
     spin: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime session; graph optimizations are off unless ``optimize``.
@@ -82,7 +83,8 @@ def session(
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
         model = os.fspath(model)
-    return ort.InferenceSession(model, opts, providers=[provider])
+    providers = [provider] if isinstance(provider, str) else list(provider)
+    return ort.InferenceSession(model, opts, providers=providers)
 
 
 def make_feeds(
