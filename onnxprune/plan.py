@@ -3,9 +3,11 @@
 A plan is a boolean per channel of a :class:`~onnxprune.depgraph.DepGraph`. The uniform planner
 applies the ratio to every *stratum* of every group — channels that sit in exactly the same
 spaces, e.g. the output channels of one Conv, or one input of a Concat — so every layer loses the
-same share. Per stratum of ``n`` channels it keeps ``max(min_channels, ceil(n·(1-ratio)))``
-rounded up to a multiple of ``round_to`` (never above ``n``), and removes the least important
-prunable ones; ties break by channel index, so plans are deterministic.
+same share. Per stratum of ``n`` channels it removes ``n·ratio`` rounded to the nearest integer
+(halves up), so the share removed is as close to the nominal ratio as whole channels allow; then
+it keeps at least ``min_channels`` and rounds the kept count up to a multiple of ``round_to``
+(never above ``n``), and removes the least important prunable ones; ties break by channel index,
+so plans are deterministic.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def uniform_plan(
         for s in np.unique(g.strata):
             idx = np.flatnonzero(g.strata == s)
             n = len(idx)
-            keep = max(min_channels, math.ceil(n * (1.0 - ratio) - 1e-9))
+            keep = max(min_channels, n - math.floor(n * ratio + 0.5 + 1e-9))
             keep = min(n, math.ceil(keep / round_to) * round_to)
             chans = g.channels[idx[g.prunable[idx]]]
             n_remove = min(n - keep, len(chans))

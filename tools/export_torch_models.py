@@ -142,7 +142,8 @@ def _classifier(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def condition_weights(model: nn.Module, batches: int = 8, batch_size: int = 16) -> nn.Module:
+def condition_weights(model: nn.Module, batches: int = 8, batch_size: int = 16,
+                      image_size: int = IMAGE_SIZE) -> nn.Module:
     """Give ``model`` random but meaningful weights (see module docstring); return it in eval mode."""
     for conv in model.modules():
         if isinstance(conv, nn.Conv2d) and conv.bias is not None:
@@ -157,7 +158,7 @@ def condition_weights(model: nn.Module, batches: int = 8, batch_size: int = 16) 
         bn.momentum = None  # cumulative moving average: exact mean over the batches
     model.train()
     for _ in range(batches):
-        model(torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE))
+        model(torch.randn(batch_size, 3, image_size, image_size))
     for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     fc = _classifier(model)
