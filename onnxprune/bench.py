@@ -107,6 +107,22 @@ def _provider_list(provider: str) -> list[str | tuple[str, dict[str, Any]]]:
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
 
 
+_PRELOADED: list[bool] = []
+
+
+def _preload_device_libraries() -> None:
+    """Lets onnxruntime-gpu find CUDA/cuDNN installed as Python packages (once per process)."""
+    if _PRELOADED:
+        return
+    _PRELOADED.append(True)
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # libraries on the system path serve as well; failure shows at session start
+            pass
+
+
 def _rss_bytes(field_name: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -154,6 +170,8 @@ class Runner:
     ) -> None:
         self.provider = provider
         on_device = provider in _DEVICE_EPS
+        if on_device:
+            _preload_device_libraries()
         gpu0 = _gpu_used_bytes() if on_device else None
         rss0 = _rss_bytes("VmRSS")
         can_peak = _reset_peak_rss()

@@ -9,7 +9,7 @@ and on a machine with onnxruntime-gpu and an NVIDIA GPU::
 
     PYTHONPATH=. python tools/bench_suite.py --ep cuda --label "NVIDIA H100"
 
-Models: the zoo (``models/zoo.py``), torchvision ``resnet50``, ``mobilenet_v2``,
+Models: the zoo (``models/zoo.py``), torchvision ``resnet50``, ``mobilenet_v2`` (``tv_mobilenet_v2``),
 ``efficientnet_b0``, ``densenet121`` and ``vit_b_16`` with random weights (BatchNorm statistics
 calibrated on random images and the classifier re-drawn, so outputs mean something; nothing is
 downloaded), and the trained models of ``models/trained/`` when present. Each is pruned at
@@ -50,7 +50,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("onnxprune", "onnxsim", "torch-pruning")
-TORCHVISION = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "vit_b_16")
+#: suite name -> torchvision constructor ("tv_" keeps them apart from the zoo's small namesakes)
+TORCHVISION = {"resnet50": "resnet50", "tv_mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0",
+               "densenet121": "densenet121", "vit_b_16": "vit_b_16"}
 IMAGE_SIZE = 224
 
 
@@ -76,7 +78,7 @@ def _torchvision():
 
 def _tv_model(name: str):
     tv = _torchvision()
-    return getattr(tv.models, name)(weights=None)
+    return getattr(tv.models, TORCHVISION[name])(weights=None)
 
 
 def _export(model, path: Path) -> None:
@@ -119,7 +121,7 @@ def child(args: argparse.Namespace) -> int:
             head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
             base, t0 = _rss("VmRSS"), time.perf_counter()
             kw = {}
-            if args.tv_name.startswith("vit"):
+            if TORCHVISION[args.tv_name].startswith("vit"):
                 mha = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
                 kw = {"num_heads": {m: m.num_heads for m in mha}}
             pruner = tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
@@ -131,6 +133,7 @@ def child(args: argparse.Namespace) -> int:
                 for m in kw["num_heads"]:
                     m.embed_dim = m.out_proj.in_features
                     m.head_dim = m.embed_dim // m.num_heads
+                torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel has no ONNX export
             with torch.no_grad():
                 _export(model, Path(args.out))
         out.setdefault("seconds", time.perf_counter() - t0)
@@ -216,8 +219,11 @@ def evaluate(name: str, entry: dict, results: dict, args: argparse.Namespace, pr
 
     from onnxprune.bench import interleaved_latency
     from onnxprune.graph import load
-    from onnxprune.profile import profile
+    from onnxprune.profile import LINEAR_OPS, profile
     from onnxprune.verify import session
+
+    def layer_macs(prof) -> int:  # Conv/Gemm/MatMul only: fusing BatchNorm must not count as pruning
+        return sum(n.macs for n in prof.nodes if n.op in LINEAR_OPS)
 
     orig = str(entry["path"])
     base = profile(load(orig))
@@ -232,6 +238,7 @@ def evaluate(name: str, entry: dict, results: dict, args: argparse.Namespace, pr
             onnx.checker.check_model(r["out"], full_check=True)
             p = profile(load(r["out"]))
             r["macs_ratio"], r["params_ratio"] = p.macs / base.macs, p.params / base.params
+            r["layer_macs_ratio"] = layer_macs(p) / layer_macs(base)
             got = session(r["out"]).run(None, feeds)[0]
             a, b = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
             r["cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -294,49 +301,55 @@ def acceptance(all_results: list[dict]) -> list[str]:
                 f"{theirs['latency_ms']:.2f} ms (ratio {rel:.3f}, {'pass' if ok else 'FAIL'}: at least as fast) at "
                 f"MACs {ours['macs_ratio']:.3f}x vs {theirs['macs_ratio']:.3f}x of the original"
             )
-    both = worse = 0
+    more, equal, fewer = [], [], []
     for m in all_results:
-        for ratio in {r["ratio"] for r in m["runs"].values()}:
+        for ratio in sorted({r["ratio"] for r in m["runs"].values()}):
             ours, sim = m["runs"].get(f"onnxprune@{ratio}", {}), m["runs"].get(f"onnxsim@{ratio}", {})
-            if "macs_ratio" in ours and "macs_ratio" in sim:
-                both += 1
-                worse += ours["macs_ratio"] >= sim["macs_ratio"]
-    if both:
-        lines.append(f"- onnxprune removes more MACs than onnxsim's structured pruning in {both - worse} of {both} "
-                     f"model/ratio pairs where both run ({'pass' if not worse else 'FAIL'})")
+            if "layer_macs_ratio" in ours and "layer_macs_ratio" in sim:
+                a, b = ours["layer_macs_ratio"], sim["layer_macs_ratio"]
+                (more if a < b - 1e-9 else equal if abs(a - b) <= 1e-9 else fewer).append(f"{m['name']}@{ratio}")
+    if more or equal or fewer:
+        lines.append(
+            f"- Conv/Gemm/MatMul MACs removed, onnxprune vs onnxsim at the same nominal ratio: more in "
+            f"{len(more)}, equal in {len(equal)}" + (f" ({', '.join(equal)}: both cut every layer by the ratio)" if equal else "")
+            + f", fewer in {len(fewer)}" + (f" ({', '.join(fewer)})" if fewer else "")
+            + f" of {len(more) + len(equal) + len(fewer)} model/ratio pairs ({'pass' if not fewer else 'FAIL'})"
+        )
     return lines
 
 
 def render(all_results: list[dict], info: dict, command: str, ep: str, plot: str | None) -> str:
     lines = [
-        f"### Side-by-side suite on {ep.upper()} ({info['label']})",
+        f"### Side-by-side suite on {ep.upper()}, batch {info['batch']} ({info['label']})",
         "",
         f"Command: `{command}` — {info['date']}, onnxruntime {info['onnxruntime']}, {info['peers']}; "
         f"{info['threads']} intra-op threads, batch {info['batch']}, {info['repeat']} interleaved turns after "
         f"{info['warmup']} warm-up runs.",
         "",
-        "MACs and params: after/before from onnxprune's profiler. Speedup: median latency of the original "
+        "MACs and params: after/before from onnxprune's profiler (MACs include pools and norms, so "
+        "onnxsim's BatchNorm fusion lowers them without pruning; layer MACs count Conv/Gemm/MatMul only "
+        "and are what pruning removes). Speedup: median latency of the original "
         "over the pruned model's, all outputs of a model timed in one interleaved loop. Efficiency: speedup × "
         "MACs after/before (1 = latency fell as much as the arithmetic). Cosine: first output against the "
         "original on 4 seeded inputs (random weights; BatchNorm statistics calibrated). Tool time and peak "
         "memory: the tool's own step in a fresh process, after imports (Torch-Pruning: the pruning step, "
         "not the export).",
         "",
-        "| model | tool | ratio | MACs | params | speedup (IQR) | efficiency | cosine | tool s | tool peak MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | tool | ratio | MACs | layer MACs | params | speedup (IQR) | efficiency | cosine | tool s | tool peak MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in all_results:
         if "latency_error" in m:
-            lines.append(f"| {m['name']} | all | — | — | — | {m['latency_error']} | | | | |")
+            lines.append(f"| {m['name']} | all | — | — | — | — | {m['latency_error']} | | | | |")
         for r in m["runs"].values():
             if "error" in r:
-                lines.append(f"| {m['name']} | {r['tool']} | {r['ratio']} | failed: {r['error']} | | | | | | |")
+                lines.append(f"| {m['name']} | {r['tool']} | {r['ratio']} | failed: {r['error']} | | | | | | | |")
                 continue
             iqr = r.get("speedup_iqr")
             sp = f"{r['speedup']:.2f}x ({iqr[0]:.2f}–{iqr[1]:.2f})" if "speedup" in r else "—"
             lines.append(
                 f"| {m['name']} | {r['tool']} | {r['ratio']} | {_fmt(r, 'macs_ratio', '.3f')} | "
-                f"{_fmt(r, 'params_ratio', '.3f')} | {sp} | {_fmt(r, 'efficiency', '.2f')} | "
+                f"{_fmt(r, 'layer_macs_ratio', '.3f')} | {_fmt(r, 'params_ratio', '.3f')} | {sp} | {_fmt(r, 'efficiency', '.2f')} | "
                 f"{_fmt(r, 'cosine', '.4f')} | {r['seconds']:.2f} | {r['peak_rss_delta'] / 2**20:.0f} |"
             )
     acc = acceptance(all_results)
@@ -403,7 +416,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    ap.add_argument("--onnxruntime-version", help="with --render-only: the version the results were measured with")
+    ap.add_argument("--render-only", type=Path, metavar="RESULTS_JSON",
+                    help="rewrite the section from a saved results.json without measuring")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the models already measured in WORKDIR/results.json by an interrupted run")
     ap.add_argument("--out-md", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--figures", type=Path, default=REPO_ROOT / "docs" / "figures")
     # child mode
@@ -422,11 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     import importlib.util
 
-    import onnxruntime as ort
-
     from onnxprune.bench import resolve_eps
 
-    provider = resolve_eps(args.ep)[0]
+    provider = None if args.render_only else resolve_eps(args.ep)[0]
     args.tools = [t for t in args.tools
                   if t == "onnxprune" or importlib.util.find_spec(t.replace("-", "_")) is not None]
     peers = []
@@ -437,20 +453,37 @@ def main(argv: list[str] | None = None) -> int:
             peers.append(f"{t} {version(mod.replace('_', '-'))}")
         except Exception:  # noqa: BLE001
             peers.append(f"{t} not installed")
+    if args.render_only:
+        return publish(json.loads(args.render_only.read_text()), args, peers, argv, None)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnxprune-suite-"))
     workdir.mkdir(parents=True, exist_ok=True)
     names = args.models or default_models()
     print(f"models: {', '.join(names)}\ntools: {', '.join(args.tools)}\nworkdir: {workdir}", flush=True)
-    entries = prepare_models(names, workdir)
+    done: dict[str, dict] = {}
+    saved = workdir / "results.json"
+    if args.resume and saved.exists():  # models measured by an interrupted run of the same command
+        done = {m["name"]: m for m in json.loads(saved.read_text())}
     all_results = []
     for name in names:
+        if name in done:
+            print(f"{name}: kept from {saved}", flush=True)
+            all_results.append(done[name])
+            continue
+        entry = prepare_models([name], workdir)[name]
         print(f"{name}:", flush=True)
-        all_results.append(run_model(name, entries[name], args, provider, workdir))
-        (workdir / "results.json").write_text(json.dumps(all_results, indent=1, default=str))
+        all_results.append(run_model(name, entry, args, provider, workdir))
+        saved.write_text(json.dumps(all_results, indent=1, default=str))
+    return publish(all_results, args, peers, argv, workdir)
+
+
+def publish(all_results: list[dict], args: argparse.Namespace, peers: list[str], argv: list[str] | None,
+            workdir: Path | None) -> int:
+    import onnxruntime as ort
+
     ep = args.ep.split(",")[0].lower()
     info = {
         "date": _dt.date.today().isoformat(),
-        "onnxruntime": ort.__version__,
+        "onnxruntime": args.onnxruntime_version or ort.__version__,
         "peers": ", ".join(peers),
         "label": args.label or f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": args.threads or "default",
@@ -458,16 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "warmup": args.warmup,
     }
-    fig = args.figures / f"suite-{ep}.png"
+    fig = args.figures / (f"suite-{ep}.png" if args.batch == 1 else f"suite-{ep}-b{args.batch}.png")
     plotted = draw(all_results, fig, ep)
     rel_fig = os.path.relpath(fig, args.out_md.parent) if plotted else None
     raw = list(argv if argv is not None else sys.argv[1:])
-    if "--workdir" in raw:  # a scratch folder says nothing about the result
-        i = raw.index("--workdir")
-        del raw[i:i + 2]
+    for flag in ("--workdir", "--render-only", "--out-md", "--figures"):  # where files went, not what ran
+        if flag in raw:
+            i = raw.index(flag)
+            del raw[i:i + 2]
     shown = ["python", "tools/bench_suite.py", *raw]
     section = render(all_results, info, "PYTHONPATH=. " + shlex.join(shown), ep, rel_fig)
-    write_doc(args.out_md, section, ep)
+    write_doc(args.out_md, section, ep if args.batch == 1 else f"{ep}-b{args.batch}")
     print(section)
     return 0
 
