@@ -15,6 +15,8 @@ outputs stay on the device, so the timings are of the model, not of host-device 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,15 +178,23 @@ class Runner:
         rss0 = _rss_bytes("VmRSS")
         can_peak = _reset_peak_rss()
         t0 = time.perf_counter()
-        # idle workers must not busy-wait: sessions take turns on few cores
-        self.session = session(model, optimize=optimize, threads=threads,
-                               provider=_provider_list(provider), spin=False)
+        # onnxruntime prints a banner when a provider fails to start and it falls back: keep it
+        # off stdout (it would corrupt --json) and quote its cause in the error instead
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            # idle workers must not busy-wait: sessions take turns on few cores
+            self.session = session(model, optimize=optimize, threads=threads,
+                                   provider=_provider_list(provider), spin=False)
         self.session_s = time.perf_counter() - t0
         got = self.session.get_providers()[0]
         if got != provider:
+            cause = next((ln.strip() for ln in captured.getvalue().splitlines()
+                          if "install" in ln.lower() or "cannot open" in ln.lower()), "")
             raise OnnxPruneError(
-                f"onnxruntime could not start {provider} and fell back to {got}; check that the "
-                "CUDA/cuDNN (or TensorRT) libraries it needs are installed and on the library path"
+                f"onnxruntime could not start {provider} and fell back to {got}"
+                + (f" ({cause[:200]})" if cause else "")
+                + "; check that the CUDA/cuDNN (or TensorRT) libraries it needs are installed and on "
+                "the library path"
             )
         self._binding = None
         self._keep: list[Any] = []

@@ -15,7 +15,8 @@ calibrated on random images and the classifier re-drawn, so outputs mean somethi
 downloaded), and the trained models of ``models/trained/`` when present. Each is pruned at
 ratios 0.3 and 0.5 by:
 
-- **onnxprune**: ``onnxprune.api.prune(model, ratio)`` (uniform per group, L1);
+- **onnxprune**: ``onnxprune.api.prune(model, ratio)`` (uniform per group, L1), and
+  **onnxprune-r8** the same with ``round_to=8`` (kept channel counts a multiple of 8);
 - **onnxsim** (when ``onnxsim`` is installed): ``onnxsim.simplify`` (which fuses BatchNorm) then
   ``onnxsim.pruning.apply_structured_pruning(sparsity=ratio)``;
 - **Torch-Pruning** (when ``torch_pruning`` is installed, torchvision models only): a
@@ -49,7 +50,7 @@ import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("onnxprune", "onnxsim", "torch-pruning")
+TOOLS = ("onnxprune", "onnxprune-r8", "onnxsim", "torch-pruning")
 #: suite name -> torchvision constructor ("tv_" keeps them apart from the zoo's small namesakes)
 TORCHVISION = {"resnet50": "resnet50", "tv_mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0",
                "densenet121": "densenet121", "vit_b_16": "vit_b_16"}
@@ -95,11 +96,11 @@ def child(args: argparse.Namespace) -> int:
     """One tool on one model: writes the pruned model and prints time and memory as JSON."""
     out: dict = {}
     try:
-        if args.child == "onnxprune":
+        if args.child in ("onnxprune", "onnxprune-r8"):
             from onnxprune.api import prune
 
             base, t0 = _rss("VmRSS"), time.perf_counter()
-            prune(args.model, ratio=args.ratio).save(args.out)
+            prune(args.model, ratio=args.ratio, round_to=8 if args.child == "onnxprune-r8" else 1).save(args.out)
         elif args.child == "onnxsim":
             import onnx
             import onnxsim
@@ -323,7 +324,8 @@ def render(all_results: list[dict], info: dict, command: str, ep: str, plot: str
         f"### Side-by-side suite on {ep.upper()}, batch {info['batch']} ({info['label']})",
         "",
         f"Command: `{command}` — {info['date']}, onnxruntime {info['onnxruntime']}, {info['peers']}; "
-        f"{info['threads']} intra-op threads, batch {info['batch']}, {info['repeat']} interleaved turns after "
+        + (f"{info['threads']} intra-op threads, " if ep == "cpu" else "inputs bound on the device (IO binding), ")
+        + f"batch {info['batch']}, {info['repeat']} interleaved turns after "
         f"{info['warmup']} warm-up runs.",
         "",
         "MACs and params: after/before from onnxprune's profiler (MACs include pools and norms, so "
@@ -369,7 +371,7 @@ def draw(all_results: list[dict], path: Path, ep: str) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    markers = {"onnxprune": "o", "onnxsim": "s", "torch-pruning": "^"}
+    markers = {"onnxprune": "o", "onnxprune-r8": "D", "onnxsim": "s", "torch-pruning": "^"}
     for tool in TOOLS:
         pts = [(r["macs_ratio"], r["speedup"]) for m in all_results for r in m["runs"].values()
                if r.get("tool") == tool and "speedup" in r]
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
 
     provider = None if args.render_only else resolve_eps(args.ep)[0]
     args.tools = [t for t in args.tools
-                  if t == "onnxprune" or importlib.util.find_spec(t.replace("-", "_")) is not None]
+                  if t.startswith("onnxprune") or importlib.util.find_spec(t.replace("-", "_")) is not None]
     peers = []
     for t, mod in (("onnxsim", "onnxsim"), ("Torch-Pruning", "torch_pruning")):
         try:
@@ -495,7 +497,7 @@ def publish(all_results: list[dict], args: argparse.Namespace, peers: list[str],
     plotted = draw(all_results, fig, ep)
     rel_fig = os.path.relpath(fig, args.out_md.parent) if plotted else None
     raw = list(argv if argv is not None else sys.argv[1:])
-    for flag in ("--workdir", "--render-only", "--out-md", "--figures"):  # where files went, not what ran
+    for flag in ("--workdir", "--render-only", "--out-md", "--figures", "--onnxruntime-version"):  # where files went, not what ran
         if flag in raw:
             i = raw.index(flag)
             del raw[i:i + 2]
