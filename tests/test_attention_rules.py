@@ -126,3 +126,115 @@ def test_fused_runtime_op_is_a_barrier_with_its_domain():
     assert any("FastGelu (domain com.microsoft)" in r and "no channel rule" in r for r in ffn.reasons)
     heads = next(g for g in an.depgraph.groups if ("q", 2) in g.spaces)
     assert heads.n_prunable == H
+
+
+# tf2onnx writes Keras MultiHeadAttention with batch and heads merged ([B*H, S, D]) and every
+# size computed at run time: ReduceProd/Mul of gathered sizes, Max of the sizes of two operands,
+# and the head layout read from the shape of a constant.
+MERGED = f"""g (float[B,S,{E}] x) => (float[B,S,{E}] y) {{
+    q = MatMul(x, wq)
+    k = MatMul(x, wk)
+    v = MatMul(x, wv)
+    xs = Shape(x)
+    bs = Gather <axis=0> (xs, i01)
+    layout = Shape(heads_like)
+    hd = Gather <axis=0> (layout, i01)
+    split_shape = Concat <axis=0> (bs, hd)
+    q4 = Reshape(q, split_shape)
+    k4 = Reshape(k, split_shape)
+    v4 = Reshape(v, split_shape)
+    qt = Transpose <perm=[0,2,1,3]> (q4)
+    kt = Transpose <perm=[0,2,3,1]> (k4)
+    vt = Transpose <perm=[0,2,1,3]> (v4)
+    qs = Shape(qt)
+    qbh = Gather <axis=0> (qs, i01)
+    qprod = ReduceProd <keepdims=1> (qbh)
+    qd = Gather <axis=0> (qs, i3)
+    q3_shape = Concat <axis=0> (qprod, minus1, qd)
+    q3 = Reshape(qt, q3_shape)
+    ks = Shape(kt)
+    kb = Gather <axis=0> (ks, i0)
+    kh = Gather <axis=0> (ks, i1)
+    kprod = Mul(kb, kh)
+    k3_shape = Concat <axis=0> (kprod, qd, minus1)
+    k3 = Reshape(kt, k3_shape)
+    sc = MatMul(q3, k3)
+    scs = Div(sc, scale)
+    qsq = Gather <axis=0> (qs, i2)
+    kbh = Gather <axis=0> (ks, i01)
+    bh = Max(qbh, kbh)
+    sc4_shape = Concat <axis=0> (bh, qsq, minus1)
+    sc4 = Reshape(scs, sc4_shape)
+    p = Softmax <axis=-1> (sc4)
+    ps = Shape(p)
+    pbh = Gather <axis=0> (ps, i01)
+    pprod = ReduceProd <keepdims=1> (pbh)
+    p3_shape = Concat <axis=0> (pprod, minus1, qsq)
+    p3 = Reshape(p, p3_shape)
+    vs = Shape(vt)
+    vbh = Gather <axis=0> (vs, i01)
+    vprod = ReduceProd <keepdims=1> (vbh)
+    v3_shape = Concat <axis=0> (vprod, minus1, qd)
+    v3 = Reshape(vt, v3_shape)
+    c3 = MatMul(p3, v3)
+    pbhm = Max(pbh, one_i)
+    c4_shape = Concat <axis=0> (pbhm, qsq, qd)
+    c4 = Reshape(c3, c4_shape)
+    ct = Transpose <perm=[0,2,1,3]> (c4)
+    cts = Shape(ct)
+    chd = Gather <axis=0> (cts, i23)
+    width = ReduceProd <keepdims=1> (chd)
+    cm_shape = Concat <axis=0> (bs, width)
+    cm = Reshape(ct, cm_shape)
+    o = MatMul(cm, wo)
+    y = Add(o, x)
+}}"""
+
+MERGED_WEIGHTS = {
+    "wq": (E, E), "wk": (E, E), "wv": (E, E), "wo": (E, E),
+    "heads_like": np.zeros((H, D), np.float32),
+    "i0": np.array([0], I64), "i1": np.array([1], I64), "i2": np.array([2], I64),
+    "i3": np.array([3], I64), "i01": np.array([0, 1], I64), "i23": np.array([2, 3], I64),
+    "minus1": np.array([-1], I64), "one_i": np.array([1], I64),
+    "scale": np.array(np.sqrt(D), np.float32),
+}  # fmt: skip
+
+
+def _merged():
+    return make(MERGED, MERGED_WEIGHTS)
+
+
+def test_merged_batch_heads_arithmetic_is_one_group_of_heads():
+    dg = build_depgraph(load(_merged()))
+    g = next(g for g in dg.groups if ("q", 2) in g.spaces)
+    assert g.size == H and g.n_prunable == H, g.reasons
+    for key in [("q3", 0), ("k3", 0), ("sc4", 1), ("p3", 0), ("c4", 1), ("cm", 2)]:
+        assert key in g.spaces, key
+
+
+def test_merged_batch_heads_through_unknown_arithmetic_stays_a_barrier():
+    """B·heads computed by an op the tracer does not evaluate (Div) is not followed."""
+    text = MERGED.replace("(qprod, minus1, qd)", "(qdiv, minus1, qd)").replace(
+        "    q3_shape = Concat", "    qdiv = Div(qprod, one_i)\n    q3_shape = Concat"
+    )
+    dg = build_depgraph(load(make(text, MERGED_WEIGHTS)))
+    g = next(g for g in dg.groups if ("k3", 0) in g.spaces)
+    assert g.n_prunable == 0
+    assert any("reads the size of 'qt' axis 1" in r for r in g.reasons), g.reasons
+
+
+def test_merged_batch_heads_lossless_at_two_sequence_lengths():
+    """Analysed with batch and sequence symbolic (taken as 1), compared at two run-time shapes."""
+    res = lossless(_merged(), share=0.5, feed_shapes=[{"x": [2, 3, E]}, {"x": [3, 7, E]}])
+    inits = {i.name: tuple(i.dims) for i in res.proto.graph.initializer}
+    assert inits["wq"] == (E, E // 2) and inits["wo"] == (E // 2, E)
+    inferred = onnx.shape_inference.infer_shapes(res.proto, data_prop=True)
+    dims = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    assert dims["q4"][2:] == [H // 2, D]  # the head count read from a constant's shape follows
+    assert_valid(res.proto)
+    from onnxprune import verify
+
+    sess = verify.session(res.proto)
+    for b, s in ((1, 1), (3, 11)):  # batch and sequence stay dynamic
+        out = sess.run(None, {"x": np.ones((b, s, E), np.float32)})[0]
+        assert out.shape == (b, s, E)

@@ -94,7 +94,24 @@ def test_transformer_exports_lossless(path):
     assert res.after.macs < res.before.macs
 
 
-@pytest.mark.parametrize("path", [p for p in TRANSFORMER_EXPORTS if "keras" not in p.name], ids=lambda p: p.stem)
+#: Attention blocks per export (4 heads each); the others have two.
+_BLOCKS = {"keras_transformer": 1}
+
+
+@pytest.mark.parametrize("path", TRANSFORMER_EXPORTS, ids=lambda p: p.stem)
 def test_transformer_exports_heads_are_groups(path):
     an = api.analyze(str(path))
-    assert sorted(g.size for g in an.depgraph.groups if g.n_prunable == g.size).count(4) == 2
+    sizes = sorted(g.size for g in an.depgraph.groups if g.n_prunable == g.size)
+    assert sizes.count(4) == _BLOCKS.get(path.stem, 2), sizes
+
+
+def test_keras_multi_head_attention_loses_whole_heads():
+    """tf2onnx computes batch·heads with Shape/Gather/ReduceProd/Max and reads the head layout
+    from constants' shapes; two of four heads go from every kernel and bias, lossless."""
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "keras_transformer")
+    res = lossless(str(path), share=0.5, feed_shapes=_export_feeds(path))
+    dims = {i.name: tuple(i.dims) for i in res.proto.graph.initializer}
+    kernels = sorted(d for d in dims.values() if d == (32, 64))
+    assert len(kernels) == 3  # query, key and value kernels, transposed for Gemm
+    assert sorted(d for n, d in dims.items() if n.endswith("_1/Add/ReadVariableOp:0")) == [(2, 16)] * 3
+    assert (1, 1, 64, 2, 16) in dims.values()  # the output projection, per head
