@@ -238,3 +238,61 @@ def test_merged_batch_heads_lossless_at_two_sequence_lengths():
     for b, s in ((1, 1), (3, 11)):  # batch and sequence stay dynamic
         out = sess.run(None, {"x": np.ones((b, s, E), np.float32)})[0]
         assert out.shape == (b, s, E)
+
+
+# A Keras LayerNormalization as tf2onnx writes it: mean and variance of [B, S, C] by
+# GlobalAveragePool (which pools the last axis of a 3-D tensor), rsqrt as Sqrt + Reciprocal.
+KERAS_LN = """g (float[B,S,16] x) => (float[B,S,8] y) {
+    h0 = MatMul(x, w0)
+    h = Add(h0, b0)
+    mean = MEAN(h)
+    neg = Neg(mean)
+    d = Sub(h, mean)
+    sq = Mul(d, d)
+    var = MEAN(sq)
+    ve = Add(var, eps)
+    sd = Sqrt(ve)
+    rs = Reciprocal(sd)
+    m = Mul(rs, gamma)
+    m2 = Mul(h, m)
+    m1 = Mul(neg, m)
+    a1 = Add(m1, beta)
+    n = Add(m2, a1)
+    y = MatMul(n, w1)
+}"""
+KERAS_LN_WEIGHTS = {
+    "w0": (16, 32), "b0": (32,), "gamma": (1, 1, 32), "beta": (1, 1, 32), "w1": (32, 8),
+    "eps": np.array(1e-6, np.float32),
+}  # fmt: skip
+
+
+def _keras_ln(mean_op: str):
+    return make(KERAS_LN.replace("MEAN", mean_op), KERAS_LN_WEIGHTS)
+
+
+def test_global_average_pool_layernorm_is_a_barrier_unless_prune_hidden():
+    g = next(g for g in build_depgraph(load(_keras_ln("GlobalAveragePool"))).groups if ("h", 2) in g.spaces)
+    assert g.n_prunable == 0 and any("--prune-hidden prunes through it" in r for r in g.reasons)
+    g = next(
+        g for g in build_depgraph(load(_keras_ln("GlobalAveragePool")), prune_hidden=True).groups if ("h", 2) in g.spaces
+    )
+    assert g.n_prunable == 32 and ("gamma", 2) in g.spaces and ("beta", 2) in g.spaces and ("w1", 0) in g.spaces
+
+
+def test_global_average_pool_layernorm_prunes_like_reduce_mean():
+    """--prune-hidden through the GlobalAveragePool form cuts the same channels as through the
+    ReduceMean form, and both pruned models compute the same (LayerNorm statistics over the
+    kept channels), at two sequence lengths."""
+    from onnxprune import verify
+
+    gap = api.prune(_keras_ln("GlobalAveragePool"), ratio=0.5, prune_hidden=True)
+    ref = api.prune(_keras_ln("ReduceMean <axes=[-1]>"), ratio=0.5, prune_hidden=True)
+    assert_valid(gap.proto)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in gap.proto.graph.initializer}
+    ref_inits = {i.name: onnx.numpy_helper.to_array(i) for i in ref.proto.graph.initializer}
+    assert inits["gamma"].shape == (1, 1, 16) and inits["w0"].shape == (16, 16) and inits["w1"].shape == (16, 8)
+    np.testing.assert_array_equal(inits["gamma"], ref_inits["gamma"])
+    s1, s2 = verify.session(gap.proto), verify.session(ref.proto)
+    for seq in (3, 9):
+        x = np.random.default_rng(seq).standard_normal((2, seq, 16)).astype(np.float32)
+        np.testing.assert_allclose(s1.run(None, {"x": x})[0], s2.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)

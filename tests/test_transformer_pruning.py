@@ -115,3 +115,13 @@ def test_keras_multi_head_attention_loses_whole_heads():
     assert len(kernels) == 3  # query, key and value kernels, transposed for Gemm
     assert sorted(d for n, d in dims.items() if n.endswith("_1/Add/ReadVariableOp:0")) == [(2, 16)] * 3
     assert (1, 1, 64, 2, 16) in dims.values()  # the output projection, per head
+
+
+def test_keras_layernorm_with_prune_hidden_stays_lossless_for_heads_and_ffn():
+    """The hidden width of the Keras block is its graph input and output (frozen), so pruning
+    through its GlobalAveragePool LayerNorms must leave heads and FFN pruning exact."""
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "keras_transformer")
+    an = api.analyze(str(path), prune_hidden=True)
+    hidden = max(an.depgraph.groups, key=lambda g: len(g.spaces))
+    assert not any("GlobalAveragePool" in r for r in hidden.reasons), hidden.reasons
+    lossless(str(path), share=0.5, feed_shapes=_export_feeds(path), prune_hidden=True)
