@@ -125,3 +125,42 @@ def test_keras_layernorm_with_prune_hidden_stays_lossless_for_heads_and_ffn():
     hidden = max(an.depgraph.groups, key=lambda g: len(g.spaces))
     assert not any("GlobalAveragePool" in r for r in hidden.reasons), hidden.reasons
     lossless(str(path), share=0.5, feed_shapes=_export_feeds(path), prune_hidden=True)
+
+
+@pytest.mark.parametrize("path", TRANSFORMER_EXPORTS, ids=lambda p: p.stem)
+def test_transformer_exports_ratio_half_is_valid(path):
+    res = api.prune(str(path), ratio=0.5)
+    assert_valid(res.proto)
+    assert res.after.macs < res.before.macs * 0.75
+
+
+def test_paddle_transformer_prune_hidden_narrows_the_encoder():
+    """paddle2onnx writes LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add; with an input and an
+    output projection the residual width is not graph interface and is cut everywhere."""
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "paddle_transformer")
+    res = api.prune(str(path), ratio=0.5, prune_hidden=True)
+    assert_valid(res.proto)
+    dims = {i.name: tuple(i.dims) for i in res.proto.graph.initializer}
+    g = res.proto.graph
+    embed = next(n for n in g.node if n.op_type == "MatMul" and n.input[0] == g.input[0].name)
+    head = next(n for n in g.node if n.op_type == "MatMul" and n.input[1] in dims and dims[n.input[1]][1] == 10)
+    assert dims[embed.input[1]] == (16, 16) and dims[head.input[1]] == (16, 10)
+    gammas = [d for n, d in dims.items() if n.startswith("helper.reshape")]  # LayerNorm scale and bias
+    assert len(gammas) == 8 and set(gammas) == {(16,)}
+
+
+def test_paddle_transformer_with_constant_nodes_is_lossless():
+    """paddle2onnx 1.x wrote every weight and shape vector as a ``Constant`` node rather than an
+    initializer; the same graph written that way prunes the same, losslessly."""
+    import onnx
+
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "paddle_transformer")
+    m = onnx.load(str(path))
+    consts = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in m.graph.initializer]
+    del m.graph.initializer[:]
+    nodes = consts + list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    assert sum(n.op_type == "Constant" for n in m.graph.node) > 50
+    res = lossless(m, share=0.5, feed_shapes=_export_feeds(path))
+    assert sorted(g.size for g in api.analyze(res.proto).depgraph.groups if g.n_prunable == g.size).count(2) == 2
