@@ -164,3 +164,18 @@ def test_paddle_transformer_with_constant_nodes_is_lossless():
     assert sum(n.op_type == "Constant" for n in m.graph.node) > 50
     res = lossless(m, share=0.5, feed_shapes=_export_feeds(path))
     assert sorted(g.size for g in api.analyze(res.proto).depgraph.groups if g.n_prunable == g.size).count(2) == 2
+
+
+def test_keras_heads_pruned_when_analysed_at_a_fixed_batch():
+    """With the batch fixed above 1 for analysis, the merged batch·heads axis has two factors;
+    the batch, a graph input's axis, never carries channels, so heads are still what is cut
+    and the pruned model keeps dynamic batch and sequence."""
+    import numpy as np
+
+    from onnxprune import verify
+
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "keras_transformer")
+    res = lossless(str(path), share=0.5, input_shapes={"tokens": [2, 16, 64]}, batches=(2,))
+    assert sorted(d for i in res.proto.graph.initializer if (d := tuple(i.dims)) == (32, 64)) == [(32, 64)] * 3
+    out = verify.session(res.proto).run(None, {"tokens": np.ones((3, 7, 64), np.float32)})[0]
+    assert out.shape == (3, 7, 64)
