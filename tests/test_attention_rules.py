@@ -296,3 +296,76 @@ def test_global_average_pool_layernorm_prunes_like_reduce_mean():
     for seq in (3, 9):
         x = np.random.default_rng(seq).standard_normal((2, seq, 16)).astype(np.float32)
         np.testing.assert_allclose(s1.run(None, {"x": x})[0], s2.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+# ``reshape(B, S, C)`` merging heads with C read from another tensor (the block input, as timm
+# and torch's legacy exporter write it): that tensor's width may be pruned on its own, since the
+# rewriter writes the merged width as a constant.
+LONE_SIZE = """g (float[B,S,16] x) => (float[B,S,16] y) {
+    h = MatMul(x, w0)
+    q = MatMul(h, wq)
+    hs = Shape(h)
+    b = Gather <axis=0> (hs, i0)
+    s = Gather <axis=0> (hs, i1)
+    c = Gather <axis=0> (hs, i2)
+    split_shape = Concat <axis=0> (b, s, heads, hdim)
+    q4 = Reshape(q, split_shape)
+    r = Relu(q4)
+    merge_shape = Concat <axis=0> (b, s, c)
+    m = Reshape(r, merge_shape)
+    y = MatMul(m, wo)
+}"""
+LONE_SIZE_WEIGHTS = {
+    "w0": (16, E), "wq": (E, E), "wo": (E, 16),
+    "i0": np.array([0], I64), "i1": np.array([1], I64), "i2": np.array([2], I64),
+    "heads": np.array([H], I64), "hdim": np.array([D], I64),
+}  # fmt: skip
+
+
+def test_lone_size_of_a_pruned_tensor_becomes_a_constant():
+    model = make(LONE_SIZE, LONE_SIZE_WEIGHTS)
+    dg = build_depgraph(load(model))
+    width = next(g for g in dg.groups if ("h", 2) in g.spaces)
+    heads = next(g for g in dg.groups if ("q4", 2) in g.spaces)
+    assert width.n_prunable == E and heads.n_prunable == H, (width.reasons, heads.reasons)
+    res = lossless(model, share=0.5, feed_shapes=[{"x": [2, 3, 16]}, {"x": [1, 7, 16]}])
+    inits = {i.name: i for i in res.proto.graph.initializer}
+    assert tuple(inits["w0"].dims) == (16, E // 2) and tuple(inits["wo"].dims) == (E // 2, 16)
+    merge = next(n for n in res.proto.graph.node if n.output[0] == "merge_shape")
+    assert onnx.numpy_helper.to_array(inits[merge.input[2]]).tolist() == [E // 2]  # heads' width
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # torch.export: Concat(Shape(x)[0:1], [1], [1])
+        "t = Concat <axis=0> (bsz, one_i, one_i)",
+        # TorchScript ``expand(B, -1, -1)``: Where(t0 == -1, 1, t0)
+        "t0r = Concat <axis=0> (bsz, minus1, minus1)\n    t0 = Reshape(t0r, minus1)\n    t0s = Shape(t0)\n"
+        "    ones = ConstantOfShape <value=int64[1] {1}> (t0s)\n    neg = Mul(ones, minus1)\n"
+        "    isneg = Equal(t0, neg)\n    t = Where(isneg, ones, t0)",
+    ],
+    ids=["dynamo", "legacy"],
+)
+def test_class_token_expand_with_a_run_time_target_keeps_the_width(target):
+    """``cls_token.expand(B, -1, -1)`` then Concat with the patches: the width passes through, so
+    --prune-hidden narrows the class token with everything else."""
+    text = f"""g (float[B,4,16] x) => (float[B,5,8] y) {{
+    h = MatMul(x, w0)
+    xs = Shape(x)
+    bsz = Slice(xs, i0, i1)
+    {target}
+    cls = Expand(cls_token, t)
+    seq = Concat <axis=1> (cls, h)
+    y = MatMul(seq, w1)
+}}"""
+    weights = {
+        "w0": (16, E), "w1": (E, 8), "cls_token": (1, 1, E),
+        "i0": np.array([0], I64), "i1": np.array([1], I64), "one_i": np.array([1], I64),
+        "minus1": np.array([-1], I64),
+    }  # fmt: skip
+    model = make(text, weights)
+    g = next(g for g in build_depgraph(load(model)).groups if ("h", 2) in g.spaces)
+    assert g.n_prunable == E and ("cls_token", 2) in g.spaces, g.reasons
+    res = lossless(model, share=0.5, feed_shapes=[{"x": [1, 4, 16]}, {"x": [3, 4, 16]}])
+    assert {i.name: tuple(i.dims) for i in res.proto.graph.initializer}["cls_token"] == (1, 1, E // 2)

@@ -179,3 +179,17 @@ def test_keras_heads_pruned_when_analysed_at_a_fixed_batch():
     assert sorted(d for i in res.proto.graph.initializer if (d := tuple(i.dims)) == (32, 64)) == [(32, 64)] * 3
     out = verify.session(res.proto).run(None, {"tokens": np.ones((3, 7, 64), np.float32)})[0]
     assert out.shape == (3, 7, 64)
+
+
+@pytest.mark.parametrize("path", [p for p in TRANSFORMER_EXPORTS if "keras" not in p.name], ids=lambda p: p.stem)
+def test_transformer_exports_prune_hidden_narrows_every_export(path):
+    """The residual width of every export whose interface is not that width (token ids in,
+    logits out) is one prunable group under --prune-hidden: embeddings or patch projection,
+    class token and position table, LayerNorms, every projection."""
+    an = api.analyze(str(path), prune_hidden=True)
+    width = {"paddle_transformer": 32}.get(path.stem, 64)
+    hidden = max((g for g in an.depgraph.groups if g.size == width), key=lambda g: len(g.spaces))
+    assert hidden.n_prunable == width, hidden.reasons
+    res = api.prune(str(path), ratio=0.5, prune_hidden=True)
+    assert_valid(res.proto)
+    assert res.after.params < api.prune(str(path), ratio=0.5).after.params

@@ -289,6 +289,29 @@ def shape_sources(
         if node.op == "Mul":
             return [_product([ea, eb]) for ea, eb in zip(a, b)]
         return [_maximum(ea, eb, ctx) for ea, eb in zip(a, b)]
+    if node.op == "Reshape" and node.inputs[0] is not t and ctx.ints(node, 1) == [-1]:
+        return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+    if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
+        # a vector as long as another shape vector (ones or -1s to compare a target with)
+        v = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+        vs = ctx.shape(v.inputs[0]) if v is not None and v.op == "Shape" else None
+        fill = np.asarray(node.attrs["value"].values).reshape(-1)
+        if vs is None or len(vs) != 1 or vs[0] is None or not np.issubdtype(fill.dtype, np.integer):
+            return None
+        return [(int(fill[0]), None)] * vs[0]
+    if node.op == "Where" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Equal":
+        # torch's ``expand(B, -1, -1)``: Where(shape == -1, 1, shape) picks per entry
+        eq = node.inputs[0].inputs[0]
+        parts = [shape_sources(i, ctx, r, k, depth + 1) for r, k, i in
+                 ((eq, 0, eq.inputs[0]), (eq, 1, eq.inputs[1]), (node, 1, node.inputs[1]), (node, 2, node.inputs[2]))]
+        if any(e is None for e in parts) or len({len(e) for e in parts} - {1}) > 1:  # type: ignore[arg-type]
+            return None
+        n = max(len(e) for e in parts)  # type: ignore[arg-type]
+        u, w, a, b = (e * n if len(e) == 1 else e for e in parts)  # type: ignore[operator,arg-type]
+        return [
+            (None, None) if ue[0] is None or we[0] is None else (ae if ue[0] == we[0] else be)
+            for ue, we, ae, be in zip(u, w, a, b)
+        ]
     if node.op == "Concat":
         out: list[tuple[int | None, ShapeSource | None]] = []
         for i, inp in enumerate(node.inputs):
@@ -351,9 +374,17 @@ def following_entries(
     return follow, rels
 
 
+def _is_lone_size(src: ShapeSource | None, node: gs.Node, j: int) -> bool:
+    """A whole Concat input that is the run-time size of another tensor's axis (``reshape(B, N, C)``
+    with C read from the block input); the Reshape rewriter turns it into a constant."""
+    return src is not None and _is_dim(src) and src[0] == "dim" and len(src) == 5 and src[1:3] != (node.inputs[0].name, j)
+
+
 def sizes_follow(shape_node: gs.Node, axis: int, ctx: RuleContext) -> bool:
     """True when the size of ``axis`` read by ``shape_node`` only ever reaches Reshape targets
-    through :data:`SHAPE_ARITHMETIC`, in entries that follow pruning (:func:`following_entries`).
+    through :data:`SHAPE_ARITHMETIC`, in entries that follow pruning (:func:`following_entries`)
+    or that the Reshape rewriter replaces by constants (a lone size of another tensor: its value
+    is a static channel count, so the rewriter writes the output axis's size in its place).
     """
     key = (shape_node.inputs[0].name, axis)
     reshapes: list[gs.Node] = []
@@ -377,7 +408,7 @@ def sizes_follow(shape_node: gs.Node, axis: int, ctx: RuleContext) -> bool:
         follow, _ = following_entries(r, ctx, entries)
         for j, (_v, src) in enumerate(entries):
             f = _factors(src)
-            if f is not None and any(key in g for g in f) and j not in follow:
+            if f is not None and any(key in g for g in f) and j not in follow and not _is_lone_size(src, r, j):
                 return False
     return True
 
@@ -421,6 +452,10 @@ def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
     patches: dict[tuple[int, int], tuple[gs.Node, int, np.ndarray]] = {}
     for j, (value, src) in enumerate(entries):
         n = ctx.new_size((y.name, j))
+        if n is None and _is_lone_size(src, node, j) and ctx.new_size(src[1:3]) is not None:  # type: ignore[index]
+            # the tensor the size is read from lost channels, this axis did not: keep its size
+            ys = ctx.shapes.get(y.name)
+            n = ys[j] if ys is not None and j < len(ys) else None
         if n is None or value in (0, -1) or value == n or src is None:
             continue
         if _is_dim(src):
@@ -708,12 +743,19 @@ def expand(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     target = ctx.const(node.inputs[1])
     if xs is None or ys is None:
         return []
+    t: list[int | None] | None = None
+    if target is not None:
+        t = [int(v) for v in np.asarray(target).reshape(-1)]
+    else:
+        # a target built at run time (``cls_token.expand(B, -1, -1)``): an entry known to be 1
+        # keeps the input's size, so that axis passes through
+        entries = shape_sources(node.inputs[1], ctx, node, 1)
+        t = None if entries is None else [v for v, _ in entries]
     rels: list[Relation] = []
     for a, d in enumerate(xs):
         j = a + len(ys) - len(xs)
-        t = None if target is None else np.asarray(target).reshape(-1)
         ti = None if t is None else j - (len(ys) - len(t))
-        if d == ys[j] and t is not None and (ti is None or ti < 0 or int(t[ti]) == 1):
+        if d == ys[j] and t is not None and (ti is None or ti < 0 or t[ti] == 1):
             rels.append(Same((x.name, a), (y.name, j)))
         else:
             rels.append(Opaque((x.name, a), f"Expand '{node.name}' fixes the size of axis {a}"))
