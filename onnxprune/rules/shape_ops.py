@@ -8,6 +8,11 @@ make each input atom a block of ``inner`` consecutive features repeated ``outer`
 (:class:`Expand`, e.g. C×H×W → features feeding a Gemm). Anything else is opaque with a reason.
 Rewriters keep Reshape shape vectors, Split sizes, Slice bounds and Resize sizes in step with the
 pruned sizes.
+
+Target shapes computed at run time are evaluated entry by entry (:func:`shape_sources`): an entry
+is a constant, the size of one axis, or a product of sizes (``ReduceProd``/``Mul``/``Max`` as
+tf2onnx writes ``B·heads``). A product whose only factor other than 1 is a channel axis is tied to
+the output axis it sizes, so both shrink together while batch and sequence stay run-time values.
 """
 
 from __future__ import annotations
@@ -239,9 +244,12 @@ def shape_sources(
 ) -> list[tuple[int | None, ShapeSource | None]] | None:
     """Evaluates a 1-D shape vector entry by entry, remembering where constants come from.
 
-    Each entry is ``(value, source)``: a constant int with the place it can be rewritten, or
-    ``(None, None)`` for a run-time value (``Gather(Shape(x))``). Follows Concat, Unsqueeze,
-    Squeeze, Cast and Identity; returns ``None`` when even the length is unknown.
+    Each entry is ``(value, source)``: a constant int with the place it can be rewritten (source
+    ``None`` when it is computed from constants), a run-time size or product of sizes (see
+    :data:`ShapeSource`), or ``(None, None)`` for anything else. Follows Concat, Unsqueeze,
+    Squeeze, Cast, Identity, Gather, Slice, ``Reshape(v, [-1])``, ReduceProd, Mul, Max,
+    ``ConstantOfShape(Shape(v))`` and ``Where(Equal(..), a, b)`` with a known condition; returns
+    ``None`` when even the length is unknown.
     """
     v = ctx.const(t)
     if v is not None:
