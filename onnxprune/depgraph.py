@@ -272,10 +272,10 @@ def build_depgraph(
             edges.append(r)
 
     # 3b. One fine axis split into factors keeps one factor as its channel carrier.
-    edges = _choose_factors(edges, freeze, seen)
+    io_names = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    edges = _choose_factors(edges, freeze, seen, io_names)
 
     # 4. Spaces, sizes, and the atom layout.
-    io_names = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     outputs = {t.name for t in graph.outputs}
     start = 0
     for key in seen:
@@ -356,13 +356,14 @@ def build_depgraph(
 
 
 def _choose_factors(
-    edges: list[Relation], freeze: dict[SpaceKey, list[str]], seen: set[SpaceKey]
+    edges: list[Relation], freeze: dict[SpaceKey, list[str]], seen: set[SpaceKey], interface: set[str] = frozenset()  # type: ignore[assignment]
 ) -> list[Relation]:
     """Keeps, per factor family, the Expand of the outermost factor whose spaces are not frozen.
 
     Tying a fine axis to two factors at once would merge all its channels into one; the heads
     factor is what users prune. A factor not kept is frozen, so nothing reached only through it
-    can be cut out of step with the fine axis.
+    can be cut out of step with the fine axis. Axes of graph inputs and outputs (``interface``)
+    count as frozen: a batch merged with the heads (``[B*H, S, D]``) is never the carrier.
     """
     families: dict[str, list[Expand]] = defaultdict(list)
     plain: list[Relation] = []
@@ -384,7 +385,7 @@ def _choose_factors(
     for i, comp in enumerate(nx.connected_components(g)):
         for k in comp:
             comp_of[k] = i
-            if freeze.get(k):
+            if freeze.get(k) or k[0] in interface:
                 frozen_comp.add(i)
     kept: list[Relation] = []
     for fam in families.values():

@@ -39,9 +39,10 @@ EXPECTED: dict[str, tuple[int, tuple[int | str, ...]]] = {
     "keras_cnn": (17, ("batch", 10)),
     "keras_transformer": (17, ("batch", "seq", 64)),
     "paddle_cnn": (13, ("batch", 10)),
+    "paddle_transformer": (11, ("batch", "seq", 10)),
 }
 # files with a dynamic sequence axis (checked against the declared inputs too)
-SEQUENCE_MODELS = {"bert_tiny_legacy", "bert_tiny_dynamo", "keras_transformer"}
+SEQUENCE_MODELS = {"bert_tiny_legacy", "bert_tiny_dynamo", "keras_transformer", "paddle_transformer"}
 
 BATCHES = (1, 3)
 SEQ_LENS = (5, 11)  # BERT's position table has 32 entries

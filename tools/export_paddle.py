@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export a small PaddlePaddle CNN to ONNX with paddle2onnx.
+"""Export a small PaddlePaddle CNN and a small transformer encoder to ONNX with paddle2onnx.
 
 This script needs PaddlePaddle and paddle2onnx, which must NOT be installed into
 the interpreter that runs onnxprune and its tests (they pin their own onnx,
@@ -30,9 +30,24 @@ opset 13 with a dynamic batch dimension, renamed to input ``image`` / output
 ``logits`` (batch symbol ``batch``), checked with ``onnx.checker.check_model(full_check=True)`` and compared
 with Paddle in onnxruntime (max abs diff < 1e-3) at batch sizes 1 and 3.
 
+Model ``paddle_transformer`` (weights from ``paddle.seed(seed)``), input
+``features`` float32 ``[batch, seq, 16]`` with dynamic batch and sequence:
+
+    Linear(16 -> 32) -> nn.TransformerEncoder(2 x nn.TransformerEncoderLayer(
+        d_model=32, nhead=4, dim_feedforward=64, dropout=0, activation="gelu"))
+    -> Linear(32 -> 10)
+
+(post-norm layers, as Paddle's default ``normalize_before=False``). LayerNorm weight
+~ U(0.5, 1.5), bias ~ N(0, 0.1^2); every Linear bias (q/k/v/out projections
+included) ~ N(0, 0.05^2). Output ``logits``: ``[batch, seq, 10]``. Exported at
+opset 11 (``--transformer-opset``; Softmax keeps its pre-13 semantics there),
+checked as above and compared with Paddle at batch sizes 1 and 3 and sequence
+lengths 7 and 13.
+
 Usage::
 
     /tmp/venv-paddle/bin/python tools/export_paddle.py [--out DIR] [--seed 0] [--opset 13]
+        [--transformer-opset 11]
 """
 
 from __future__ import annotations
@@ -61,6 +76,13 @@ IMAGE_SIZE = 32
 NUM_CLASSES = 10
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+TRANSFORMER_OPSET = 11
+CHECK_SEQ_LENS = (7, 13)
+FEATURES = 16
+HIDDEN = 32
+HEADS = 4
+FFN = 64
+LAYERS = 2
 
 
 class ConvBN(nn.Layer):
@@ -121,15 +143,42 @@ def condition_weights(model: PaddleCNN, rng: np.random.Generator) -> PaddleCNN:
     return model
 
 
-def _rename_io(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Stable input/output names and ``batch`` for paddle2onnx's ``DynamicDimension.N`` symbol."""
-    renames = {proto.graph.input[0].name: INPUT_NAME, proto.graph.output[0].name: OUTPUT_NAME}
-    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+class PaddleTransformer(nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(FEATURES, HIDDEN)
+        layer = nn.TransformerEncoderLayer(HIDDEN, HEADS, FFN, dropout=0.0, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, LAYERS)
+        self.head = nn.Linear(HIDDEN, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)))
+
+
+@paddle.no_grad()
+def condition_transformer(model: PaddleTransformer, rng: np.random.Generator) -> PaddleTransformer:
+    for m in model.sublayers():
+        if isinstance(m, nn.LayerNorm):
+            n = m.weight.shape[0]
+            m.weight.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
+            m.bias.set_value(rng.normal(0.0, 0.1, n).astype("float32"))
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            m.bias.set_value(rng.normal(0.0, 0.05, m.bias.shape).astype("float32"))
+    model.eval()
+    return model
+
+
+def _rename_io(proto: onnx.ModelProto, input_name: str = INPUT_NAME, dim_names: tuple[str, ...] = ("batch",)) -> onnx.ModelProto:
+    """Stable input/output names and ``batch`` (``seq``) for paddle2onnx's ``DynamicDimension.N`` symbols."""
+    renames = {proto.graph.input[0].name: input_name, proto.graph.output[0].name: OUTPUT_NAME}
+    symbols = {
+        d.dim_param: new for d, new in zip(proto.graph.input[0].type.tensor_type.shape.dim, dim_names) if d.dim_param
+    }
     for value in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
         value.name = renames.get(value.name, value.name)
         for dim in value.type.tensor_type.shape.dim:
-            if batch_dim and dim.dim_param == batch_dim:
-                dim.dim_param = "batch"
+            if dim.dim_param in symbols:
+                dim.dim_param = symbols[dim.dim_param]
     for node in proto.graph.node:
         for i, name in enumerate(node.input):
             node.input[i] = renames.get(name, name)
@@ -147,6 +196,20 @@ def export(model: PaddleCNN, path: Path, opset: int) -> None:
             paddle.onnx.export(model, prefix, input_spec=[spec], opset_version=opset)
         proto = onnx.load(prefix + ".onnx")
     proto = _rename_io(proto)
+    proto.producer_name = proto.producer_name or "paddle2onnx"
+    onnx.save(proto, str(path))
+
+
+def export_transformer(model: PaddleTransformer, path: Path, opset: int) -> None:
+    # the spec's name must be the forward argument's; the graph input is renamed afterwards
+    spec = paddle.static.InputSpec([None, None, FEATURES], "float32", "x")
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = str(Path(tmp) / "paddle_transformer")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            paddle.onnx.export(model, prefix, input_spec=[spec], opset_version=opset)
+        proto = onnx.load(prefix + ".onnx")
+    proto = _rename_io(proto, "features", ("batch", "seq"))
     proto.producer_name = proto.producer_name or "paddle2onnx"
     onnx.save(proto, str(path))
 
@@ -183,11 +246,39 @@ def verify(path: Path, model: PaddleCNN, opset: int, seed: int) -> float:
     return worst
 
 
+def verify_transformer(path: Path, model: PaddleTransformer, opset: int, seed: int) -> float:
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    got_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if got_opset != opset:
+        raise AssertionError(f"{path.name}: opset {got_opset}, expected {opset}")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if [d.dim_param for d in dims[:2]] != ["batch", "seq"]:
+        raise AssertionError(f"{path.name}: batch and sequence are not dynamic")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed + 1)
+    worst = 0.0
+    for batch in CHECK_BATCHES:
+        for seq in CHECK_SEQ_LENS:
+            x = rng.standard_normal((batch, seq, FEATURES)).astype("float32")
+            with paddle.no_grad():
+                want = model(paddle.to_tensor(x)).numpy()
+            (got,) = session.run(None, {"features": x})
+            if got.shape != (batch, seq, NUM_CLASSES):
+                raise AssertionError(f"{path.name}: output shape {got.shape} at batch {batch}, seq {seq}")
+            diff = float(np.max(np.abs(got - want)))
+            if not diff < ATOL:
+                raise AssertionError(f"{path.name}: max abs diff {diff:.3g} at batch {batch}, seq {seq}")
+            worst = max(worst, diff)
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--transformer-opset", type=int, default=TRANSFORMER_OPSET)
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -197,15 +288,26 @@ def main(argv: list[str] | None = None) -> int:
     path = out / "paddle_cnn.onnx"
     export(model, path, args.opset)
     diff = verify(path, model, args.opset, args.seed)
+    _report(path, diff, args.opset)
+
+    paddle.seed(args.seed)
+    encoder = condition_transformer(PaddleTransformer(), np.random.default_rng(args.seed))
+    path = out / "paddle_transformer.onnx"
+    export_transformer(encoder, path, args.transformer_opset)
+    diff = verify_transformer(path, encoder, args.transformer_opset, args.seed)
+    _report(path, diff, args.transformer_opset)
+    return 0
+
+
+def _report(path: Path, diff: float, opset: int) -> None:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise AssertionError(f"{path.name} is {size} bytes (> {MAX_FILE_BYTES})")
     hist = op_histogram(onnx.load(str(path)))
     ops = ", ".join(f"{op} {count}" for op, count in sorted(hist.items()))
-    print(f"paddle {paddle.__version__}, paddle2onnx {paddle2onnx.__version__}, opset {args.opset}")
+    print(f"paddle {paddle.__version__}, paddle2onnx {paddle2onnx.__version__}, opset {opset}")
     print(f"exported {path} ({size} bytes, max |diff| {diff:.2e})")
     print(f"{path.name}: {sum(hist.values())} nodes: {ops}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import Free, Opaque, Relation, RuleContext, Same, axes_of, norm_axis, register
+from .shape_ops import sizes_follow
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -152,7 +153,9 @@ def shape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     Pruning changes the size of a channel axis, so a dynamic computation that reads it
     (``x.view(x.size(0), x.size(1), -1)``) would change. Reads are traced through ``start``/``end``
     and consumers that pick entries with constant indices: ``Gather`` (``x.size(0)``) and
-    ``Slice`` (``x.shape[:2]``), also behind ``Cast``.
+    ``Slice`` (``x.shape[:2]``), also behind ``Cast``. A size that only reaches Reshape targets
+    in entries tied to the axis it measures (``B·heads`` of an attention reshape, a head count
+    read from a weight's shape) is free too: the Reshape rule couples the two.
     """
     x = node.inputs[0]
     r = ctx.rank(x)
@@ -167,7 +170,7 @@ def shape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     for a in range(r):
         copied = False
         if a in read:
-            copied = _copies_only(node.outputs[0], a - start, x, a, ctx)
+            copied = _copies_only(node.outputs[0], a - start, x, a, ctx) or sizes_follow(node, a, ctx)
         if a in read and not copied:
             rels.append(Opaque((x.name, a), f"Shape '{node.name}' reads the size of '{x.name}' axis {a} into a run-time computation"))
         else:

@@ -20,8 +20,16 @@ def pool(node: gs.Node, ctx: RuleContext) -> list[Relation]:
         return []
     rels: list[Relation] = [Same((x.name, 0), (y.name, 0)), Same((x.name, 1), (y.name, 1))]
     reason = f"{node.op} '{node.name}' pools over this spatial axis"
+    # tf2onnx writes a Keras LayerNormalization's mean and variance of a [B, S, C] tensor as
+    # GlobalAveragePool: the one pooled axis is the channel axis, a statistic like ReduceMean's
+    statistic = node.op == "GlobalAveragePool" and r == 3
+    if statistic:
+        reason += " (a normalization statistic; --prune-hidden prunes through it)"
     for a in range(2, r):
-        rels += [Opaque((x.name, a), reason), Opaque((y.name, a), reason)]
+        if statistic and ctx.prune_hidden:
+            rels += [Free((x.name, a)), Free((y.name, a))]
+        else:
+            rels += [Opaque((x.name, a), reason), Opaque((y.name, a), reason)]
     if len(node.outputs) > 1 and node.outputs[1].name and node.outputs[1].outputs:
         why = f"MaxPool '{node.name}': its Indices output encodes channel positions"
         rels = [Opaque((x.name, a), why) for a in range(r)] + [Opaque((node.outputs[1].name, a), why) for a in range(r)]

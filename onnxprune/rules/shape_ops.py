@@ -8,6 +8,11 @@ make each input atom a block of ``inner`` consecutive features repeated ``outer`
 (:class:`Expand`, e.g. C×H×W → features feeding a Gemm). Anything else is opaque with a reason.
 Rewriters keep Reshape shape vectors, Split sizes, Slice bounds and Resize sizes in step with the
 pruned sizes.
+
+Target shapes computed at run time are evaluated entry by entry (:func:`shape_sources`): an entry
+is a constant, the size of one axis, or a product of sizes (``ReduceProd``/``Mul``/``Max`` as
+tf2onnx writes ``B·heads``). A product whose only factor other than 1 is a channel axis is tied to
+the output axis it sizes, so both shrink together while batch and sequence stay run-time values.
 """
 
 from __future__ import annotations
@@ -143,10 +148,15 @@ def _reshape_relations(
         elif len(gi) == 1 and len(gj) == 1:
             rels.append(Same((x.name, gi[0]), (y.name, gj[0])))
         elif len(gj) == 1:
+            # a constant's axes can be created from its merged features (a weight stored as
+            # [.., H, D, E] and reshaped to [H*D, E] is sliced per head)
+            weight = ctx.const(x) is not None
             for p, a in enumerate(gi):
                 outer = math.prod(xs[b] for b in gi[:p])  # type: ignore[misc]
                 inner = math.prod(xs[b] for b in gi[p + 1 :])  # type: ignore[misc]
-                rels.append(Expand((x.name, a), (y.name, gj[0]), outer, inner, family=f"{node.name}:{gj[0]}"))
+                rels.append(
+                    Expand((x.name, a), (y.name, gj[0]), outer, inner, follow_up=weight, family=f"{node.name}:{gj[0]}")
+                )
         elif len(gi) == 1:
             # One axis split into several ([B,S,H*D] -> [B,S,H,D], [B,N,3*H*D] -> [B,N,3,H,D]):
             # every factor is explored; the analysis keeps one as the channel carrier.
@@ -164,11 +174,69 @@ def _reshape_relations(
 
 ShapeSource = tuple
 """Where a shape entry comes from: ``(node reading the constant, input index, flat index)`` for a
-constant that can be patched, or ``("dim", tensor, axis)`` for the run-time size of an axis."""
+constant that can be patched, ``("dim", tensor, axis)`` for the run-time size of an axis, or
+``("prod", factors)`` for a product of run-time sizes (``ReduceProd`` of gathered sizes, ``Mul``):
+each factor is a tuple of ``(tensor, axis)`` keys whose sizes are equal (``Max`` of two sizes that
+``Reshape`` then treats as one axis)."""
+
+#: Ops between ``Shape`` and a ``Reshape`` target that :func:`shape_sources` evaluates entry by entry.
+SHAPE_ARITHMETIC = ("Cast", "Identity", "Unsqueeze", "Squeeze", "Gather", "Slice", "Concat", "ReduceProd", "Mul", "Max")
 
 
 def _is_dim(src: ShapeSource) -> bool:
-    return isinstance(src[0], str) and src[0] == "dim"
+    return isinstance(src[0], str) and src[0] in ("dim", "prod")
+
+
+def _factors(src: ShapeSource | None) -> tuple[tuple[tuple[str, int], ...], ...] | None:
+    """The factors of a run-time entry (a lone size is a product of one factor), else ``None``."""
+    if src is None or not _is_dim(src):
+        return None
+    if src[0] == "prod":
+        return src[1]
+    return (((src[1], src[2]),),)
+
+
+def _product(entries: list[tuple[int | None, ShapeSource | None]]) -> tuple[int | None, ShapeSource | None]:
+    """The product of shape entries: constant when all are, else the product of their factors.
+
+    Constant factors other than 1 would scale the product, which no factor list can say: unknown.
+    """
+    if all(v is not None for v, _ in entries):
+        return int(np.prod([v for v, _ in entries], dtype=np.int64)), None
+    factors: list = []
+    for v, src in entries:
+        f = _factors(src)
+        if v == 1:
+            continue
+        if f is None:
+            return None, None
+        factors += f
+    return None, ("prod", tuple(factors))
+
+
+def _maximum(
+    a: tuple[int | None, ShapeSource | None], b: tuple[int | None, ShapeSource | None], ctx: RuleContext | ApplyContext
+) -> tuple[int | None, ShapeSource | None]:
+    """``Max`` of two entries, where it provably is a size: ``Max(d, c)`` with ``c <= 1`` is ``d``,
+    and ``Max`` of two single sizes equal in the analysed shapes (broadcast partners such as the
+    batch·heads of queries and keys) is one factor whose keys a Reshape ties together."""
+    if a[0] is not None and b[0] is not None:
+        return max(a[0], b[0]), None
+    for d, c in ((a, b), (b, a)):
+        if c[0] is not None and c[0] <= 1 and _factors(d[1]) is not None:
+            return d
+    fa, fb = _factors(a[1]), _factors(b[1])
+    if fa is None or fb is None or len(fa) != 1 or len(fb) != 1:
+        return None, None
+    sizes = {_size(k, ctx) for k in fa[0] + fb[0]}
+    if len(sizes) != 1 or None in sizes:
+        return None, None
+    return None, ("prod", (fa[0] + fb[0],))
+
+
+def _size(key: tuple[str, int], ctx: RuleContext | ApplyContext) -> int | None:
+    s = ctx.shapes.get(key[0])
+    return None if s is None or key[1] >= len(s) else s[key[1]]
 
 
 def shape_sources(
@@ -176,9 +244,12 @@ def shape_sources(
 ) -> list[tuple[int | None, ShapeSource | None]] | None:
     """Evaluates a 1-D shape vector entry by entry, remembering where constants come from.
 
-    Each entry is ``(value, source)``: a constant int with the place it can be rewritten, or
-    ``(None, None)`` for a run-time value (``Gather(Shape(x))``). Follows Concat, Unsqueeze,
-    Squeeze, Cast and Identity; returns ``None`` when even the length is unknown.
+    Each entry is ``(value, source)``: a constant int with the place it can be rewritten (source
+    ``None`` when it is computed from constants), a run-time size or product of sizes (see
+    :data:`ShapeSource`), or ``(None, None)`` for anything else. Follows Concat, Unsqueeze,
+    Squeeze, Cast, Identity, Gather, Slice, ``Reshape(v, [-1])``, ReduceProd, Mul, Max,
+    ``ConstantOfShape(Shape(v))`` and ``Where(Equal(..), a, b)`` with a known condition; returns
+    ``None`` when even the length is unknown.
     """
     v = ctx.const(t)
     if v is not None:
@@ -211,13 +282,51 @@ def shape_sources(
             return None
         axes = range(len(s))[int(node.attrs.get("start", 0)) : node.attrs.get("end")]
         return [(None, ("dim", node.inputs[0].name, a)) for a in axes]  # type: ignore[misc]
+    if node.op == "ReduceProd" and int(node.attrs.get("noop_with_empty_axes", 0)) == 0:
+        axes = ctx.ints(node, 1) if ctx.opset >= 18 else ctx.ints(node, 99, "axes")
+        inner = shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+        if inner is None or (axes is not None and [norm_axis(a, 1) for a in axes] != [0]):
+            return None
+        return [_product(inner)]
+    if node.op in ("Mul", "Max") and len(node.inputs) == 2:
+        a, b = (shape_sources(i, ctx, node, k, depth + 1) for k, i in enumerate(node.inputs))
+        if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+            return None
+        n = max(len(a), len(b))
+        a, b = a * n if len(a) == 1 else a, b * n if len(b) == 1 else b
+        if node.op == "Mul":
+            return [_product([ea, eb]) for ea, eb in zip(a, b)]
+        return [_maximum(ea, eb, ctx) for ea, eb in zip(a, b)]
+    if node.op == "Reshape" and node.inputs[0] is not t and ctx.ints(node, 1) == [-1]:
+        return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
+    if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
+        # a vector as long as another shape vector (ones or -1s to compare a target with)
+        v = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+        vs = ctx.shape(v.inputs[0]) if v is not None and v.op == "Shape" else None
+        fill = np.asarray(node.attrs["value"].values).reshape(-1)
+        if vs is None or len(vs) != 1 or vs[0] is None or not np.issubdtype(fill.dtype, np.integer):
+            return None
+        return [(int(fill[0]), None)] * vs[0]
+    if node.op == "Where" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Equal":
+        # torch's ``expand(B, -1, -1)``: Where(shape == -1, 1, shape) picks per entry
+        eq = node.inputs[0].inputs[0]
+        parts = [shape_sources(i, ctx, r, k, depth + 1) for r, k, i in
+                 ((eq, 0, eq.inputs[0]), (eq, 1, eq.inputs[1]), (node, 1, node.inputs[1]), (node, 2, node.inputs[2]))]
+        if any(e is None for e in parts) or len({len(e) for e in parts} - {1}) > 1:  # type: ignore[arg-type]
+            return None
+        n = max(len(e) for e in parts)  # type: ignore[arg-type]
+        u, w, a, b = (e * n if len(e) == 1 else e for e in parts)  # type: ignore[operator,arg-type]
+        return [
+            (None, None) if ue[0] is None or we[0] is None else (ae if ue[0] == we[0] else be)
+            for ue, we, ae, be in zip(u, w, a, b)
+        ]
     if node.op == "Concat":
         out: list[tuple[int | None, ShapeSource | None]] = []
         for i, inp in enumerate(node.inputs):
             e = shape_sources(inp, ctx, node, i, depth + 1)
             if e is None:
                 return None
-            if len(e) == 1 and e[0][1] is not None and _is_dim(e[0][1]):
+            if len(e) == 1 and e[0][1] is not None and _is_dim(e[0][1]) and e[0][1][0] == "dim":
                 # a lone run-time size: the whole Concat input can be replaced by a constant
                 e = [(None, e[0][1][:3] + (node, i))]
             out += e
@@ -229,10 +338,94 @@ def shape_sources(
     return None
 
 
+def following_entries(
+    node: gs.Node, ctx: RuleContext, entries: list[tuple[int | None, ShapeSource | None]]
+) -> tuple[set[int], list[Relation]]:
+    """Entries of a Reshape target computed from run-time sizes that follow pruning by themselves.
+
+    An entry that is a product of sizes (``B·heads`` from ``ReduceProd(Shape(q)[0:2])``, a head
+    count read from a weight's shape) keeps meaning the output axis after pruning when the output
+    axis is tied to the one factor that is not 1 in the analysed shapes (``Same`` relations, so
+    the factor and the axis are cut together), or when the factors are exactly the input axes the
+    output axis merges (``x.shape[3] * x.shape[4]`` for ``[.., H, D] -> [.., H*D]``). Factors of
+    size 1 (a batch or sequence fixed to 1 for analysis) are never pruned and stay run-time values,
+    so batch and sequence stay dynamic. Returns the following entries and the relations to add.
+    """
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    runs = reshape_runs(xs, ys) if xs is not None and ys is not None else None
+    follow: set[int] = set()
+    rels: list[Relation] = []
+    for j, (_v, src) in enumerate(entries):
+        factors = _factors(src)
+        if factors is None or ys is None or j >= len(ys):
+            continue
+        if src[0] == "dim" and len(src) == 5 and src[1:3] != (x.name, j):  # type: ignore[index]
+            continue  # a lone size of another tensor: the rewriter makes it a constant instead
+        sizes = [{_size(k, ctx) for k in f} for f in factors]
+        if any(len(sz) != 1 or None in sz for sz in sizes):
+            continue
+        big = [f for f, sz in zip(factors, sizes) if sz != {1}]
+        if not big:
+            if ys[j] == 1:
+                follow.add(j)
+            continue
+        if len(big) == 1:
+            follow.add(j)
+            rels += [Same(k, (y.name, j)) for k in big[0]]
+            continue
+        own = [next((k for k in f if k[0] == x.name), None) for f in big]
+        run = next((gi for gi, gj in runs or [] if gj == [j]), None)
+        if run is not None and None not in own and sorted(k[1] for k in own) == sorted(run):  # type: ignore[union-attr]
+            follow.add(j)
+            rels += [Same(k, o) for f, o in zip(big, own) for k in f if k != o]  # type: ignore[arg-type]
+    return follow, rels
+
+
+def _is_lone_size(src: ShapeSource | None, node: gs.Node, j: int) -> bool:
+    """A whole Concat input that is the run-time size of another tensor's axis (``reshape(B, N, C)``
+    with C read from the block input); the Reshape rewriter turns it into a constant."""
+    return src is not None and _is_dim(src) and src[0] == "dim" and len(src) == 5 and src[1:3] != (node.inputs[0].name, j)
+
+
+def sizes_follow(shape_node: gs.Node, axis: int, ctx: RuleContext) -> bool:
+    """True when the size of ``axis`` read by ``shape_node`` only ever reaches Reshape targets
+    through :data:`SHAPE_ARITHMETIC`, in entries that follow pruning (:func:`following_entries`)
+    or that the Reshape rewriter replaces by constants (a lone size of another tensor: its value
+    is a static channel count, so the rewriter writes the output axis's size in its place).
+    """
+    key = (shape_node.inputs[0].name, axis)
+    reshapes: list[gs.Node] = []
+    stack, seen = [shape_node.outputs[0]], set()
+    while stack:
+        t = stack.pop()
+        if not t.outputs:
+            return False
+        for c in t.outputs:
+            if c.op == "Reshape" and c.inputs[1] is t and c.inputs[0] is not t:
+                reshapes.append(c)
+            elif c.op in SHAPE_ARITHMETIC and c.outputs[0].name not in seen:
+                seen.add(c.outputs[0].name)
+                stack.append(c.outputs[0])
+            elif c.op not in SHAPE_ARITHMETIC:
+                return False
+    for r in {id(r): r for r in reshapes}.values():
+        entries = shape_sources(r.inputs[1], ctx, r, 1)
+        if entries is None or any(v is None and src is None for v, src in entries):
+            return False
+        follow, _ = following_entries(r, ctx, entries)
+        for j, (_v, src) in enumerate(entries):
+            f = _factors(src)
+            if f is not None and any(key in g for g in f) and j not in follow and not _is_lone_size(src, r, j):
+                return False
+    return True
+
+
 @register("Reshape")
 def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     x, shp, y = node.inputs[0], node.inputs[1], node.outputs[0]
     dynamic_ok = None
+    extra: list[Relation] = []
     if ctx.const(shp) is None:
         entries = shape_sources(shp, ctx, node, 1)
         if entries is None:
@@ -240,15 +433,16 @@ def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
         # An output axis may change size only if its entry is -1/0 (inferred or copied) or a
         # constant the rewriter can patch where it is defined; a run-time value would not follow.
         # A run-time entry that is the size of the input's own axis j (``x.shape[:2]``) follows
-        # that axis as 0 would.
-        dynamic_ok = {
+        # that axis as 0 would; products of sizes follow as :func:`following_entries` says.
+        follow, extra = following_entries(node, ctx, entries)
+        dynamic_ok = follow | {
             j
             for j, (v, src) in enumerate(entries)
             if v in (-1, 0)
             or (src is not None and not _is_dim(src))
-            or (src is not None and _is_dim(src) and (src[1:3] == (x.name, j) or len(src) == 5))
+            or (src is not None and _is_dim(src) and src[0] == "dim" and (src[1:3] == (x.name, j) or len(src) == 5))
         }
-    return _reshape_relations(node, ctx, x, y, dynamic_ok)
+    return _reshape_relations(node, ctx, x, y, dynamic_ok) + extra
 
 
 @register("Flatten")
@@ -266,6 +460,10 @@ def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
     patches: dict[tuple[int, int], tuple[gs.Node, int, np.ndarray]] = {}
     for j, (value, src) in enumerate(entries):
         n = ctx.new_size((y.name, j))
+        if n is None and _is_lone_size(src, node, j) and ctx.new_size(src[1:3]) is not None:  # type: ignore[index]
+            # the tensor the size is read from lost channels, this axis did not: keep its size
+            ys = ctx.shapes.get(y.name)
+            n = ys[j] if ys is not None and j < len(ys) else None
         if n is None or value in (0, -1) or value == n or src is None:
             continue
         if _is_dim(src):
@@ -553,12 +751,19 @@ def expand(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     target = ctx.const(node.inputs[1])
     if xs is None or ys is None:
         return []
+    t: list[int | None] | None = None
+    if target is not None:
+        t = [int(v) for v in np.asarray(target).reshape(-1)]
+    else:
+        # a target built at run time (``cls_token.expand(B, -1, -1)``): an entry known to be 1
+        # keeps the input's size, so that axis passes through
+        entries = shape_sources(node.inputs[1], ctx, node, 1)
+        t = None if entries is None else [v for v, _ in entries]
     rels: list[Relation] = []
     for a, d in enumerate(xs):
         j = a + len(ys) - len(xs)
-        t = None if target is None else np.asarray(target).reshape(-1)
         ti = None if t is None else j - (len(ys) - len(t))
-        if d == ys[j] and t is not None and (ti is None or ti < 0 or int(t[ti]) == 1):
+        if d == ys[j] and t is not None and (ti is None or ti < 0 or t[ti] == 1):
             rels.append(Same((x.name, a), (y.name, j)))
         else:
             rels.append(Opaque((x.name, a), f"Expand '{node.name}' fixes the size of axis {a}"))
