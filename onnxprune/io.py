@@ -246,6 +246,7 @@ def _skeleton(
     skel.ir_version = max(model.ir_version, 4)
     skel.opset_import.extend(model.opset_import)
     skel.functions.extend(model.functions)
+    local_fns = {f.domain for f in model.functions}
     sg = skel.graph
     sg.name = g.name or "graph"
     sg.node.extend(g.node)
@@ -263,7 +264,16 @@ def _skeleton(
             continue  # old exporters list initializers as inputs too
         vi = onnx.ValueInfoProto()
         vi.CopyFrom(inp)
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+        fixed = input_shapes.get(inp.name)
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            if fixed is None:
+                raise UsageError(
+                    f"graph input '{inp.name}' has no shape information; give its size with "
+                    f"--input-shape {inp.name}:D0,D1,..."
+                )
+            for d in fixed:  # the exporter wrote no shape: the user's dimensions are the shape
+                vi.type.tensor_type.shape.dim.add().dim_value = d
+        elif vi.type.HasField("tensor_type"):
             dims = vi.type.tensor_type.shape.dim
             fixed = input_shapes.get(inp.name)
             if fixed is not None and len(fixed) != len(dims):
@@ -280,6 +290,13 @@ def _skeleton(
                     d.dim_value = default_dim
         if inp.name not in known:
             sg.input.append(vi)
+    # onnx infers nothing for ops of custom domains; the exporter's annotations of their outputs
+    # are the only shapes there are.
+    custom_outputs = {
+        o for n in g.node if n.domain not in ("", "ai.onnx") and n.domain not in local_fns
+        for o in n.output
+    }
+    sg.value_info.extend(vi for vi in g.value_info if vi.name in custom_outputs)
     for out in g.output:
         vo = onnx.ValueInfoProto()
         vo.name = out.name

@@ -2,7 +2,8 @@
 
 MACs: ``Conv`` = |Y|·(C_in/g)·∏k (each output element is a dot product over one filter);
 ``ConvTranspose`` = |X|·(C_out/g)·∏k; ``Gemm``/``MatMul`` = |Y|·K. Other ops count no MACs.
-Parameters are the elements of floating-point constants (each shared tensor counted once).
+Parameters are the elements of floating-point constants and of quantized weights read by
+``DequantizeLinear`` (each shared tensor counted once).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def node_macs(node: gs.Node, model: Model) -> int:
     return 0
 
 
+def _is_float(dtype: object) -> bool:
+    """Floating point, including types numpy names only through ml_dtypes (bfloat16, float8)."""
+    try:
+        if np.issubdtype(np.dtype(dtype), np.floating):  # type: ignore[arg-type]
+            return True
+    except TypeError:
+        pass
+    return "float" in str(dtype).lower()
+
+
 def profile(model: Model) -> Profile:
     """MACs and parameter counts of ``model`` (symbolic dims as fixed at load)."""
     prof = Profile(0, 0)
@@ -64,10 +75,10 @@ def profile(model: Model) -> Profile:
         prof.node_macs[node.name] = m
         prof.macs += m
         p = 0
-        for t in node.inputs:
+        for i, t in enumerate(node.inputs):
             if isinstance(t, gs.Constant) and t.name and t.name not in counted:
                 # shape/dtype only: counting must not load (and so copy) the weights
-                if np.issubdtype(np.dtype(t.dtype), np.floating):
+                if _is_float(t.dtype) or (node.op == "DequantizeLinear" and i == 0):
                     counted.add(t.name)
                     p += int(np.prod(t.shape, dtype=np.int64))
         if node.op == "Constant":
