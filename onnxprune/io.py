@@ -25,6 +25,7 @@ __all__ = [
     "MIN_OPSET",
     "load_proto",
     "save_proto",
+    "check_structure",
     "default_opset",
     "initializer_bytes",
     "infer_static_shapes",
@@ -102,6 +103,130 @@ def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> Non
         raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
 
 
+#: A declared dimension or element count beyond this is corruption, not a model.
+MAX_DIM = 2**40
+MAX_ELEMENTS = 2**36
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> list[int]:
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return []
+    return [int(d.dim_value) for d in t.tensor_type.shape.dim if d.HasField("dim_value")]
+
+
+def _check_dims(name: str, dims: list[int], where: str) -> None:
+    bad = [d for d in dims if d < 0 or d > MAX_DIM]
+    n = 1
+    for d in dims:
+        n *= max(int(d), 0)
+    if bad or n > MAX_ELEMENTS:
+        raise ModelLoadError(
+            f"{where}: tensor '{name}' declares absurd dimensions {list(dims)}; the file is corrupt"
+        )
+
+
+def _tensor_payload_ok(t: onnx.TensorProto) -> bool:
+    """Whether an initializer holds as many elements as its dims say (external data excluded)."""
+    if external_data_helper.uses_external_data(t) or t.data_type in (
+        onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED
+    ):
+        return True
+    n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
+    if t.HasField("raw_data"):
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except Exception:
+            return True  # 4-bit and other packed types: leave it to onnx
+        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            return True
+        return len(t.raw_data) == n * itemsize
+    fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+    count = sum(len(getattr(t, f)) for f in fields)
+    if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+        count //= 2
+    return count == n or (count == 0 and n == 0)
+
+
+def check_structure(model: onnx.ModelProto, where: str = "model") -> None:
+    """Refuses graphs no runtime could execute, naming the tensor or node at fault.
+
+    Checks the main graph for: tensors produced twice (two nodes, or a node and an initializer
+    or graph input), node inputs that nothing produces (dangling), cycles, initializers whose
+    data does not match their dimensions, and absurd declared dimensions. Subgraphs may read
+    outer tensors, so only main-graph nodes are checked for dangling inputs.
+
+    Raises:
+        ModelLoadError: naming the first problem found.
+    """
+    g = model.graph
+    producer: dict[str, str] = {}
+
+    def claim(name: str, by: str) -> None:
+        if not name:
+            return
+        if name in producer and producer[name] != by:
+            raise ModelLoadError(
+                f"{where}: tensor '{name}' is produced twice (by {producer[name]} and {by}); "
+                "tensor names must be unique"
+            )
+        producer[name] = by
+
+    for t in g.initializer:
+        _check_dims(t.name, list(t.dims), where)
+        if not _tensor_payload_ok(t):
+            raise ModelLoadError(
+                f"{where}: initializer '{t.name}' holds a different number of elements than its "
+                f"dimensions {list(t.dims)} say; the file is corrupt"
+            )
+        claim(t.name, f"initializer '{t.name}'")
+    inits = {t.name for t in g.initializer}
+    for vi in g.input:
+        _check_dims(vi.name, _dims_of(vi), where)
+        if vi.name not in inits:  # old exporters list initializers as inputs too
+            claim(vi.name, f"graph input '{vi.name}'")
+    for k, node in enumerate(g.node):
+        label = f"node '{node.name or node.op_type + '#' + str(k)}'"
+        for o in node.output:
+            claim(o, label)
+    for k, node in enumerate(g.node):
+        for i in node.input:
+            if i and i not in producer:
+                raise ModelLoadError(
+                    f"{where}: node '{node.name or node.op_type + '#' + str(k)}' reads '{i}', "
+                    "which no node, initializer or graph input produces"
+                )
+    for vi in g.output:
+        if vi.name not in producer:
+            raise ModelLoadError(f"{where}: graph output '{vi.name}' is produced by nothing")
+    # Kahn's algorithm: whatever never becomes ready lies on (or behind) a cycle.
+    made_by_node = {o: k for k, n in enumerate(g.node) for o in n.output if o}
+    waiting = [
+        {made_by_node[i] for i in n.input if i in made_by_node} - {k} for k, n in enumerate(g.node)
+    ]
+    self_loop = [k for k, n in enumerate(g.node) if any(made_by_node.get(i) == k for i in n.input)]
+    users: dict[int, list[int]] = {}
+    for k, deps in enumerate(waiting):
+        for d in deps:
+            users.setdefault(d, []).append(k)
+    ready = [k for k, deps in enumerate(waiting) if not deps and k not in self_loop]
+    done = 0
+    while ready:
+        k = ready.pop()
+        done += 1
+        for u in users.get(k, []):
+            waiting[u].discard(k)
+            if not waiting[u] and u not in self_loop:
+                ready.append(u)
+    if done < len(g.node):
+        stuck = next(k for k in range(len(g.node)) if waiting[k] or k in self_loop)
+        n = g.node[stuck]
+        raise ModelLoadError(
+            f"{where}: the graph has a cycle through node '{n.name or n.op_type}'; "
+            "ONNX graphs must be acyclic"
+        )
+
+
 def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
     """Loads a model from a path (with external data) or returns a given ``ModelProto``.
 
@@ -112,6 +237,7 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     """
     if isinstance(source, onnx.ModelProto):
         _check_versions(source, "model")
+        check_structure(source, "model")
         return source
     path = Path(source)
     where = str(path)
@@ -130,7 +256,14 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     ):
         raise ModelLoadError(f"{where}: not an ONNX model (no graph found)")
     _check_versions(model, where)
+    check_structure(model, where)
     _resolve_external(model, path.parent, where)
+    for t in model.graph.initializer:  # external data is in place now: its size must fit too
+        if not _tensor_payload_ok(t):
+            raise ModelLoadError(
+                f"{where}: external data of '{t.name}' does not match its dimensions "
+                f"{list(t.dims)}; the data file is truncated or corrupt"
+            )
     return model
 
 
