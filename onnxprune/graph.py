@@ -15,7 +15,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .io import default_opset, infer_static_shapes, load_proto
+from .io import (
+    ExternalRef,
+    default_opset,
+    infer_static_shapes,
+    load_proto,
+    load_proto_deferred,
+    read_external,
+)
 
 __all__ = ["Model", "load", "const_value", "set_const_value", "is_const"]
 
@@ -206,12 +213,14 @@ def _name_nodes(graph: gs.Graph) -> None:
             used.add(name)
 
 
-def _read_weights(graph: gs.Graph) -> None:
+def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant):
             # Read every weight into numpy now, so the parsed protobuf can be freed when this
-            # function returns: one copy of the weights stays resident, not two.
-            t.values = np.asarray(t.values)
+            # function returns: one copy of the weights stays resident, not two. Weights of
+            # models over the protobuf limit come straight from their data file.
+            ref = deferred.get(t.name)
+            t.values = read_external(ref) if ref is not None else np.asarray(t.values)
             # The data now lives in memory; where it goes on disk is decided when saving.
             t.data_location = None
 
@@ -229,7 +238,10 @@ def load(
     """
     if isinstance(source, Model):
         return source
-    proto = load_proto(source)
+    if isinstance(source, onnx.ModelProto):
+        proto, deferred = load_proto(source), {}
+    else:
+        proto, deferred = load_proto_deferred(source)
     input_shapes = dict(input_shapes or {})
     shapes = infer_static_shapes(proto, input_shapes)
     from onnx_graphsurgeon.logger import G_LOGGER
@@ -238,7 +250,7 @@ def load(
     G_LOGGER.severity = G_LOGGER.ERROR  # bfloat16/float8 weights: gs warns it keeps the ONNX type
     try:
         graph = gs.import_onnx(proto)
-        _read_weights(graph)
+        _read_weights(graph, deferred)
     finally:
         G_LOGGER.severity = severity
     _name_nodes(graph)

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError, Usage
 __all__ = [
     "MIN_OPSET",
     "load_proto",
+    "load_proto_deferred",
+    "read_external",
+    "ExternalRef",
     "save_proto",
     "check_structure",
     "default_opset",
@@ -75,6 +79,15 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
 
 def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
     """Checks every external-data reference and loads it into the model."""
+    _check_external_paths(model, base_dir, where)
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base_dir.resolve()))
+    except Exception as exc:  # truncated data file, bad offsets
+        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
+
+
+def _check_external_paths(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
+    """Every external-data file must be a file inside the model's folder."""
     base = base_dir.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
@@ -97,10 +110,6 @@ def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> Non
                 f"{where}: external data file '{loc}' for tensor '{tensor.name}' is missing "
                 f"(looked in {base})"
             )
-    try:
-        external_data_helper.load_external_data_for_model(model, str(base))
-    except Exception as exc:  # truncated data file, bad offsets
-        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
 
 
 #: A declared dimension or element count beyond this is corruption, not a model.
@@ -241,6 +250,14 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
         return source
     path = Path(source)
     where = str(path)
+    model = _read_model(path, where)
+    _resolve_external(model, path.parent, where)
+    _check_payloads(model, where)
+    return model
+
+
+def _read_model(path: Path, where: str) -> onnx.ModelProto:
+    """Parses the model file (without external data) and checks versions and structure."""
     if not path.exists():
         raise ModelLoadError(f"{where}: no such file")
     if path.is_dir():
@@ -257,14 +274,89 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
         raise ModelLoadError(f"{where}: not an ONNX model (no graph found)")
     _check_versions(model, where)
     check_structure(model, where)
-    _resolve_external(model, path.parent, where)
+    return model
+
+
+def _check_payloads(model: onnx.ModelProto, where: str) -> None:
     for t in model.graph.initializer:  # external data is in place now: its size must fit too
         if not _tensor_payload_ok(t):
             raise ModelLoadError(
                 f"{where}: external data of '{t.name}' does not match its dimensions "
                 f"{list(t.dims)}; the data file is truncated or corrupt"
             )
-    return model
+
+
+#: External tensors at least this big are read straight into numpy by :func:`read_external`
+#: instead of into the protobuf (only for models over the protobuf limit).
+DEFER_MIN_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where the bytes of one initializer lie on disk."""
+
+    path: Path
+    offset: int
+    length: int
+    data_type: int
+    dims: tuple[int, ...]
+
+
+def read_external(ref: ExternalRef) -> np.ndarray:
+    """Reads one tensor from its data file into a fresh array (the only copy in memory)."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ref.data_type)
+    count = int(np.prod(ref.dims, dtype=np.int64))
+    if count * dtype.itemsize != ref.length:
+        raise ModelLoadError(
+            f"{ref.path.name}: {ref.length} bytes at offset {ref.offset} do not hold a "
+            f"{list(ref.dims)} tensor of {dtype}"
+        )
+    with open(ref.path, "rb") as f:
+        f.seek(ref.offset)
+        out = np.empty(count, dtype=dtype)
+        if f.readinto(memoryview(out).cast("B")) != ref.length:
+            raise ModelLoadError(f"{ref.path.name}: external data is truncated at offset {ref.offset}")
+    return out.reshape(ref.dims)
+
+
+def load_proto_deferred(
+    source: str | os.PathLike[str],
+) -> tuple[onnx.ModelProto, dict[str, ExternalRef]]:
+    """Like :func:`load_proto`, but big external weights of models over the protobuf limit stay
+    on disk: they are returned as :class:`ExternalRef` for the caller to read straight into
+    numpy, so the weights are never held twice (once in the protobuf, once in numpy)."""
+    path = Path(source)
+    where = str(path)
+    if not path.is_file():
+        return load_proto(source), {}
+    model = _read_model(path, where)
+    external = [
+        t for t in model.graph.initializer if external_data_helper.uses_external_data(t)
+    ]
+    total = sum(int(np.prod(t.dims, dtype=np.int64)) for t in external) * 4
+    if total <= EXTERNAL_DATA_THRESHOLD:
+        _resolve_external(model, path.parent, where)
+        _check_payloads(model, where)
+        return model, {}
+    _check_external_paths(model, path.parent, where)
+    base = path.parent.resolve()
+    deferred: dict[str, ExternalRef] = {}
+    for t in external:
+        info = external_data_helper.ExternalDataInfo(t)
+        target = base / info.location
+        length = info.length if info.length else target.stat().st_size - (info.offset or 0)
+        if length < DEFER_MIN_BYTES or t.data_type in (onnx.TensorProto.STRING,):
+            external_data_helper.load_external_data_for_tensor(t, str(base))
+            continue
+        if (info.offset or 0) + length > target.stat().st_size:
+            raise ModelLoadError(
+                f"{where}: external data of '{t.name}' runs past the end of {info.location}; "
+                "the data file is truncated"
+            )
+        deferred[t.name] = ExternalRef(target, int(info.offset or 0), int(length), t.data_type,
+                                       tuple(int(d) for d in t.dims))
+    _check_payloads(model, where)
+    return model, deferred
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
