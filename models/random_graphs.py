@@ -15,6 +15,10 @@ pruner has to get right:
 - shared initializers: one convolution weight applied twice (tied), one per-channel bias added
   in two places;
 - pooling, and side branches that end in extra graph outputs;
+- channel shuffles (``Reshape -> Transpose -> Reshape``), U-Net style down/up paths (``Resize``
+  or ``ConvTranspose``) concatenated with their skip, ``Pad`` before a valid convolution,
+  channels-last ``Transpose -> MatMul -> Transpose`` as tf2onnx writes it, and weights that come
+  from ``Constant`` nodes as paddle2onnx writes them;
 - heads: ``GlobalAveragePool -> Flatten -> Gemm``, ``Flatten`` of C·H·W into ``Gemm``,
   ``ReduceMean -> MatMul``, or a 1x1 ``Conv`` dense prediction.
 
@@ -211,6 +215,64 @@ def _side_output(g: _Gen, x: str) -> str:
     return x
 
 
+def _shuffle(g: _Gen, x: str) -> str:
+    """ShuffleNet channel shuffle: Reshape [N, g, C/g, H, W] -> Transpose -> Reshape back."""
+    b = g.b
+    groups = int(g.rng.choice([2, 3, 4]))
+    if b.channels(x) % groups:
+        x = g.conv_bn_act(x, groups * g.width(1, 6), 1, tag="pre")
+    _n, c, h, w = b.shape(x)
+    n = g.name("shuffle")
+    y = b.reshape(x, [0, groups, c // groups, h, w], name=f"{n}.split")
+    y = b.transpose(y, [0, 2, 1, 3, 4], name=f"{n}.t")
+    y = b.reshape(y, [0, c, h, w], name=f"{n}.merge")
+    return g.conv_bn_act(y, g.width(), 1, tag="after")
+
+
+def _upsample(g: _Gen, x: str) -> str:
+    """Down, then up again (Resize or ConvTranspose), concatenated with the skip (U-Net)."""
+    b = g.b
+    if int(b.shape(x)[2]) < 4 or int(b.shape(x)[2]) % 2:
+        return x
+    n = g.name("up")
+    d = b.maxpool(g.conv_bn_act(x, g.width(), 3, tag="down"), 2, name=f"{n}.pool")
+    if g.coin():
+        u = b.resize(d, [1.0, 1.0, 2.0, 2.0], name=f"{n}.resize")
+    else:
+        u = b.conv_transpose(d, g.width(), 2, 2, bias=g.coin(), name=f"{n}.deconv")
+    parts = [x, u] if g.coin() else [u, x]
+    return b.concat(parts, name=f"{n}.cat")
+
+
+def _pad(g: _Gen, x: str) -> str:
+    """Zero padding of the spatial axes, then a valid 3x3 convolution."""
+    b, n = g.b, g.name("pad")
+    y = b.pad(x, [0, 0, 1, 1, 0, 0, 1, 1], name=n)
+    y = b.conv(y, g.width(), 3, pad=0, bias=True, name=f"{n}.conv")
+    return b.relu(y, name=f"{n}.relu")
+
+
+def _channels_last_dense(g: _Gen, x: str) -> str:
+    """What tf2onnx writes: Transpose to NHWC, a Dense (MatMul + Add) on channels, and back."""
+    b, n = g.b, g.name("nhwc")
+    y = b.transpose(x, [0, 2, 3, 1], name=f"{n}.to")
+    y = b.dense(y, g.width(), name=f"{n}.dense")
+    y = b.relu(y, name=f"{n}.relu")
+    return b.transpose(y, [0, 3, 1, 2], name=f"{n}.back")
+
+
+def _constant_weights(g: _Gen, x: str) -> str:
+    """A Conv whose weight and bias come from Constant nodes (paddle2onnx style)."""
+    b, c, n = g.b, g.width(), g.name("constw")
+    cin = b.channels(x)
+    w = b._he((c, cin, 1, 1), cin)
+    bias = b._bias(c)
+    wt = b.node("Constant", [], f"{n}.w", [w.shape], value=onnx.numpy_helper.from_array(w))[0]
+    bt = b.node("Constant", [], f"{n}.b", [bias.shape], value=onnx.numpy_helper.from_array(bias))[0]
+    y = b._op("Conv", [x, wt, bt], f"{n}.conv", (b.shape(x)[0], c, *b.shape(x)[2:]), kernel_shape=[1, 1])
+    return b.relu(y, name=f"{n}.relu")
+
+
 BLOCKS: dict[str, Callable[[_Gen, str], str]] = {
     "plain": _plain,
     "grouped": _grouped,
@@ -224,6 +286,11 @@ BLOCKS: dict[str, Callable[[_Gen, str], str]] = {
     "shared": _shared,
     "pool": _pool,
     "side_output": _side_output,
+    "shuffle": _shuffle,
+    "upsample": _upsample,
+    "pad": _pad,
+    "channels_last_dense": _channels_last_dense,
+    "constant_weights": _constant_weights,
 }
 
 
@@ -253,7 +320,7 @@ def random_model(seed: int, max_blocks: int = 7) -> onnx.ModelProto:
     x = g.b.input((cin, side, side))
     x = g.conv_bn_act(x, g.width(4, 16), 3, tag="stem")
     names = list(BLOCKS)
-    weights = np.array([3, 1.5, 1.5, 2, 2, 2, 1, 1.5, 1, 1, 0.7, 0.7])
+    weights = np.array([3, 1.5, 1.5, 2, 2, 2, 1, 1.5, 1, 1, 0.7, 0.7, 1, 1, 0.7, 1, 0.7])
     for _ in range(int(g.rng.integers(1, max_blocks + 1))):
         kind = names[int(g.rng.choice(len(names), p=weights / weights.sum()))]
         g.used.append(kind)
