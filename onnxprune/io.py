@@ -135,11 +135,16 @@ def _check_dims(name: str, dims: list[int], where: str) -> None:
         )
 
 
+#: Strings have no fixed size; sub-byte types pack several elements per stored value.
+_UNCHECKED_TYPES = frozenset(
+    getattr(onnx.TensorProto, n) for n in ("STRING", "UNDEFINED", "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+    if hasattr(onnx.TensorProto, n)
+)
+
+
 def _tensor_payload_ok(t: onnx.TensorProto) -> bool:
     """Whether an initializer holds as many elements as its dims say (external data excluded)."""
-    if external_data_helper.uses_external_data(t) or t.data_type in (
-        onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED
-    ):
+    if external_data_helper.uses_external_data(t) or t.data_type in _UNCHECKED_TYPES:
         return True
     n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
     if t.HasField("raw_data"):
@@ -147,8 +152,6 @@ def _tensor_payload_ok(t: onnx.TensorProto) -> bool:
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         except Exception:
             return True  # 4-bit and other packed types: leave it to onnx
-        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-            return True
         return len(t.raw_data) == n * itemsize
     fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
     count = sum(len(getattr(t, f)) for f in fields)
