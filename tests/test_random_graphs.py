@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from models.random_graphs import BLOCKS, check_properties, random_model
 
 
-@settings(derandomize=True, max_examples=40, deadline=None, database=None,
+@settings(derandomize=True, max_examples=30, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(min_value=0, max_value=2**31 - 1))
 def test_random_graph_prunes_validly_and_losslessly(seed: int):
