@@ -166,7 +166,19 @@ def prune(
         log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
     apply_plan(dg, plan)
     proto = model.to_proto()
-    outs = validate(proto, input_shapes=_analysis_shapes(model))
+    fixed = _analysis_shapes(model)
+    # An input the exporter left without a shape is checked at the size the analysis used; the
+    # written model keeps the input as it was.
+    unshaped = [vi for vi in proto.graph.input if vi.type.HasField("tensor_type")
+                and not vi.type.tensor_type.HasField("shape") and vi.name in fixed]
+    for vi in unshaped:
+        for d in fixed[vi.name]:
+            vi.type.tensor_type.shape.dim.add().dim_value = d
+    try:
+        outs = validate(proto, input_shapes=fixed)
+    finally:
+        for vi in unshaped:
+            vi.type.tensor_type.ClearField("shape")
     for o_new, vi in zip(outs, model.graph.outputs):
         want = expected.get(vi.name)
         if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):

@@ -11,6 +11,7 @@ shape annotations are dropped and shapes are inferred again.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import defaultdict
 
@@ -25,6 +26,9 @@ from .rules import ApplyContext, find_rewriter
 __all__ = ["apply_plan"]
 
 log = logging.getLogger(__name__)
+
+#: Cutting a constant at least this big is followed by a garbage collection.
+_COLLECT_BYTES = 32 << 20
 
 
 def apply_plan(dg: DepGraph, plan: Plan) -> int:
@@ -49,9 +53,16 @@ def apply_plan(dg: DepGraph, plan: Plan) -> int:
         value = const_value(t)
         if value is None:  # pragma: no cover - spaces are const only when a value exists
             raise ApplyError(f"constant '{name}' has no value to slice")
+        big = value.nbytes >= _COLLECT_BYTES
         for axis, idx in axes:
             value = np.take(value, idx, axis=axis)
         set_const_value(t, np.ascontiguousarray(value))
+        del value
+        if big:
+            # The replaced array is freed only when the garbage collector breaks the graph's
+            # reference cycles; collect now so a big model never holds old and new weights.
+            gc.collect()
+    gc.collect()
     sizes = {k: sp.size for k, sp in dg.spaces.items()}
     ctx = ApplyContext(kept, sizes, model.shapes, model.opset)
     for node in model.graph.nodes:

@@ -168,6 +168,7 @@ def build_depgraph(
     # 1. Every rule declares its relations once.
     by_key: dict[SpaceKey, list[tuple[gs.Node, Relation]]] = defaultdict(list)
     no_rule: dict[str, gs.Node] = {}
+    in_subgraph: set[tuple[str, str]] = set()
     touching: dict[str, list[gs.Node]] = defaultdict(list)
     seeds: list[SpaceKey] = []
     for node in graph.nodes:
@@ -177,6 +178,7 @@ def build_depgraph(
         for sub in _subgraph_outer_refs(node):
             touching[sub].append(node)
             no_rule[node.name] = node
+            in_subgraph.add((node.name, sub))
         rule = find_rule(node, model.opset)
         if rule is None:
             no_rule[node.name] = node
@@ -222,7 +224,12 @@ def build_depgraph(
         for node in touching.get(key[0], []):
             if node.name in no_rule:
                 dom = f" (domain {node.domain})" if getattr(node, "domain", "") else ""
-                freeze[key].append(f"{node.op}{dom} '{node.name}' has no channel rule (barrier)")
+                if (node.name, key[0]) in in_subgraph:
+                    freeze[key].append(
+                        f"{node.op} '{node.name}' reads '{key[0]}' inside a subgraph (barrier)"
+                    )
+                else:
+                    freeze[key].append(f"{node.op}{dom} '{node.name}' has no channel rule (barrier)")
                 continue
             mine = [r for n, r in rels_here if n is node]
             if not mine:
@@ -446,7 +453,10 @@ def _pairs(dg: DepGraph, rel: Relation, pa: list[np.ndarray], pb: list[np.ndarra
 
 
 def _subgraph_outer_refs(node: gs.Node) -> list[str]:
-    """Names of outer tensors a node's subgraphs (If/Loop/Scan bodies) read implicitly."""
+    """Names of outer tensors a node's subgraphs (If/Loop/Scan bodies) read implicitly.
+
+    Nested subgraphs count too: a tensor read three levels down is still read by ``node``.
+    """
     names: list[str] = []
     for v in node.attrs.values():
         subs = v if isinstance(v, list) else [v]
@@ -455,7 +465,8 @@ def _subgraph_outer_refs(node: gs.Node) -> list[str]:
                 local = {t.name for n in sub.nodes for t in n.outputs} | {t.name for t in sub.inputs}
                 for n in sub.nodes:
                     names += [t.name for t in n.inputs if t.name and t.name not in local]
-    return names
+                    names += [t for t in _subgraph_outer_refs(n) if t not in local]
+    return list(dict.fromkeys(names))
 
 
 def _apply_ignore(dg: DepGraph, patterns: list[str], touching: dict[str, list[gs.Node]]) -> None:

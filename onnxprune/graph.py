@@ -15,7 +15,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .io import default_opset, infer_static_shapes, load_proto
+from .io import (
+    ExternalRef,
+    default_opset,
+    infer_static_shapes,
+    load_proto,
+    load_proto_deferred,
+    read_external,
+)
 
 __all__ = ["Model", "load", "const_value", "set_const_value", "is_const"]
 
@@ -150,6 +157,26 @@ def untie_uniform_constants(graph: gs.Graph) -> int:
     return made
 
 
+#: Ops that turn stored weights into computed ones; folding them would store the weights in
+#: float32 (a QDQ model's int8 weights, a mixed-precision model's float16/bfloat16 weights).
+_STORAGE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def _keeps_storage_type(node: gs.Node) -> bool:
+    """True for nodes folding must leave alone: dequantization, and casts of float weights."""
+    if node.op in _STORAGE_OPS:
+        return True
+    if node.op in ("Cast", "CastLike") and node.inputs and isinstance(node.inputs[0], gs.Constant):
+        t = node.inputs[0]
+        dt = t.export_dtype if t.export_dtype is not None else t.dtype
+        try:
+            kind = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dt) if isinstance(dt, int) else dt).kind
+        except Exception:  # bfloat16 and other types numpy does not name
+            kind = "f"
+        return kind == "f" or "float" in str(dt).lower()
+    return False
+
+
 def fold_small_constants(graph: gs.Graph, max_bytes: int = 4096) -> None:
     """Evaluates subgraphs whose inputs are all constants, when their results are small.
 
@@ -163,7 +190,8 @@ def fold_small_constants(graph: gs.Graph, max_bytes: int = 4096) -> None:
     before = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it skips
     try:
-        graph.fold_constants(size_threshold=max_bytes, fold_shapes=False, error_ok=True)
+        graph.fold_constants(size_threshold=max_bytes, fold_shapes=False, error_ok=True,
+                             should_exclude_node=_keeps_storage_type)
         graph.cleanup(remove_unused_graph_inputs=False)
     except Exception as exc:  # folding is an aid to analysis, never a requirement
         log.info("constant folding skipped: %s", exc)
@@ -185,6 +213,18 @@ def _name_nodes(graph: gs.Graph) -> None:
             used.add(name)
 
 
+def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Constant):
+            # Read every weight into numpy now, so the parsed protobuf can be freed when this
+            # function returns: one copy of the weights stays resident, not two. Weights of
+            # models over the protobuf limit come straight from their data file.
+            ref = deferred.get(t.name)
+            t.values = read_external(ref) if ref is not None else np.asarray(t.values)
+            # The data now lives in memory; where it goes on disk is decided when saving.
+            t.data_location = None
+
+
 def load(
     source: str | os.PathLike[str] | onnx.ModelProto | Model,
     input_shapes: dict[str, list[int]] | None = None,
@@ -198,17 +238,21 @@ def load(
     """
     if isinstance(source, Model):
         return source
-    proto = load_proto(source)
+    if isinstance(source, onnx.ModelProto):
+        proto, deferred = load_proto(source), {}
+    else:
+        proto, deferred = load_proto_deferred(source)
     input_shapes = dict(input_shapes or {})
     shapes = infer_static_shapes(proto, input_shapes)
-    graph = gs.import_onnx(proto)
-    for t in graph.tensors().values():
-        if isinstance(t, gs.Constant):
-            # Read every weight into numpy now, so the parsed protobuf can be freed when this
-            # function returns: one copy of the weights stays resident, not two.
-            t.values = np.asarray(t.values)
-            # The data now lives in memory; where it goes on disk is decided when saving.
-            t.data_location = None
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    severity = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR  # bfloat16/float8 weights: gs warns it keeps the ONNX type
+    try:
+        graph = gs.import_onnx(proto)
+        _read_weights(graph, deferred)
+    finally:
+        G_LOGGER.severity = severity
     _name_nodes(graph)
     untie_uniform_constants(graph)
     fold_small_constants(graph)

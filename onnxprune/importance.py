@@ -36,10 +36,28 @@ def _magnitude(dg: DepGraph, power: int) -> np.ndarray:
         value = const_value(tensors[key[0]])
         if value is None or not np.issubdtype(value.dtype, np.floating) and value.dtype.kind != "V":
             continue
-        v = np.moveaxis(np.asarray(value, dtype=np.float64), key[1], 0).reshape(sp.size, -1)
-        atom = np.abs(v).sum(axis=1) if power == 1 else np.square(v).sum(axis=1)
-        np.add.at(score, dg.space_channels(key), atom)
+        np.add.at(score, dg.space_channels(key), _atom_sums(value, key[1], power))
     return score
+
+
+def _atom_sums(value: np.ndarray, axis: int, power: int, block_bytes: int = 16 << 20) -> np.ndarray:
+    """``Σ |v|^power`` over every axis but ``axis``, in float64, a few MB at a time.
+
+    Blocks along ``axis`` bound the temporaries (a float64 copy of a whole 256 MB weight would
+    cost 512 MB more, three times over).
+    """
+    n = value.shape[axis]
+    other = tuple(a for a in range(value.ndim) if a != axis)
+    per_atom = max(1, value.size // max(n, 1)) * 8
+    step = max(1, block_bytes // per_atom)
+    out = np.empty(n, dtype=np.float64)
+    index: list[slice] = [slice(None)] * value.ndim
+    for s in range(0, n, step):
+        index[axis] = slice(s, min(n, s + step))
+        blk = np.asarray(value[tuple(index)], dtype=np.float64)
+        blk = np.abs(blk) if power == 1 else np.square(blk)
+        out[s : s + step] = blk.sum(axis=other) if other else blk
+    return out
 
 
 def _bn_scale(dg: DepGraph) -> np.ndarray:

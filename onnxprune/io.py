@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,11 @@ from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError, Usage
 __all__ = [
     "MIN_OPSET",
     "load_proto",
+    "load_proto_deferred",
+    "read_external",
+    "ExternalRef",
     "save_proto",
+    "check_structure",
     "default_opset",
     "initializer_bytes",
     "infer_static_shapes",
@@ -74,6 +79,15 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
 
 def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
     """Checks every external-data reference and loads it into the model."""
+    _check_external_paths(model, base_dir, where)
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base_dir.resolve()))
+    except Exception as exc:  # truncated data file, bad offsets
+        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
+
+
+def _check_external_paths(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
+    """Every external-data file must be a file inside the model's folder."""
     base = base_dir.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
@@ -96,10 +110,133 @@ def _resolve_external(model: onnx.ModelProto, base_dir: Path, where: str) -> Non
                 f"{where}: external data file '{loc}' for tensor '{tensor.name}' is missing "
                 f"(looked in {base})"
             )
-    try:
-        external_data_helper.load_external_data_for_model(model, str(base))
-    except Exception as exc:  # truncated data file, bad offsets
-        raise ModelLoadError(f"{where}: cannot read external data: {exc}") from exc
+
+
+#: A declared dimension or element count beyond this is corruption, not a model.
+MAX_DIM = 2**40
+MAX_ELEMENTS = 2**36
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> list[int]:
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return []
+    return [int(d.dim_value) for d in t.tensor_type.shape.dim if d.HasField("dim_value")]
+
+
+def _check_dims(name: str, dims: list[int], where: str) -> None:
+    bad = [d for d in dims if d < 0 or d > MAX_DIM]
+    n = 1
+    for d in dims:
+        n *= max(int(d), 0)
+    if bad or n > MAX_ELEMENTS:
+        raise ModelLoadError(
+            f"{where}: tensor '{name}' declares absurd dimensions {list(dims)}; the file is corrupt"
+        )
+
+
+#: Strings have no fixed size; sub-byte types pack several elements per stored value.
+_UNCHECKED_TYPES = frozenset(
+    getattr(onnx.TensorProto, n) for n in ("STRING", "UNDEFINED", "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+    if hasattr(onnx.TensorProto, n)
+)
+
+
+def _tensor_payload_ok(t: onnx.TensorProto) -> bool:
+    """Whether an initializer holds as many elements as its dims say (external data excluded)."""
+    if external_data_helper.uses_external_data(t) or t.data_type in _UNCHECKED_TYPES:
+        return True
+    n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
+    if t.HasField("raw_data"):
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except Exception:
+            return True  # 4-bit and other packed types: leave it to onnx
+        return len(t.raw_data) == n * itemsize
+    fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+    count = sum(len(getattr(t, f)) for f in fields)
+    if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+        count //= 2
+    return count == n or (count == 0 and n == 0)
+
+
+def check_structure(model: onnx.ModelProto, where: str = "model") -> None:
+    """Refuses graphs no runtime could execute, naming the tensor or node at fault.
+
+    Checks the main graph for: tensors produced twice (two nodes, or a node and an initializer
+    or graph input), node inputs that nothing produces (dangling), cycles, initializers whose
+    data does not match their dimensions, and absurd declared dimensions. Subgraphs may read
+    outer tensors, so only main-graph nodes are checked for dangling inputs.
+
+    Raises:
+        ModelLoadError: naming the first problem found.
+    """
+    g = model.graph
+    producer: dict[str, str] = {}
+
+    def claim(name: str, by: str) -> None:
+        if not name:
+            return
+        if name in producer and producer[name] != by:
+            raise ModelLoadError(
+                f"{where}: tensor '{name}' is produced twice (by {producer[name]} and {by}); "
+                "tensor names must be unique"
+            )
+        producer[name] = by
+
+    for t in g.initializer:
+        _check_dims(t.name, list(t.dims), where)
+        if not _tensor_payload_ok(t):
+            raise ModelLoadError(
+                f"{where}: initializer '{t.name}' holds a different number of elements than its "
+                f"dimensions {list(t.dims)} say; the file is corrupt"
+            )
+        claim(t.name, f"initializer '{t.name}'")
+    inits = {t.name for t in g.initializer}
+    for vi in g.input:
+        _check_dims(vi.name, _dims_of(vi), where)
+        if vi.name not in inits:  # old exporters list initializers as inputs too
+            claim(vi.name, f"graph input '{vi.name}'")
+    for k, node in enumerate(g.node):
+        label = f"node '{node.name or node.op_type + '#' + str(k)}'"
+        for o in node.output:
+            claim(o, label)
+    for k, node in enumerate(g.node):
+        for i in node.input:
+            if i and i not in producer:
+                raise ModelLoadError(
+                    f"{where}: node '{node.name or node.op_type + '#' + str(k)}' reads '{i}', "
+                    "which no node, initializer or graph input produces"
+                )
+    for vi in g.output:
+        if vi.name not in producer:
+            raise ModelLoadError(f"{where}: graph output '{vi.name}' is produced by nothing")
+    # Kahn's algorithm: whatever never becomes ready lies on (or behind) a cycle.
+    made_by_node = {o: k for k, n in enumerate(g.node) for o in n.output if o}
+    waiting = [
+        {made_by_node[i] for i in n.input if i in made_by_node} - {k} for k, n in enumerate(g.node)
+    ]
+    self_loop = [k for k, n in enumerate(g.node) if any(made_by_node.get(i) == k for i in n.input)]
+    users: dict[int, list[int]] = {}
+    for k, deps in enumerate(waiting):
+        for d in deps:
+            users.setdefault(d, []).append(k)
+    ready = [k for k, deps in enumerate(waiting) if not deps and k not in self_loop]
+    done = 0
+    while ready:
+        k = ready.pop()
+        done += 1
+        for u in users.get(k, []):
+            waiting[u].discard(k)
+            if not waiting[u] and u not in self_loop:
+                ready.append(u)
+    if done < len(g.node):
+        stuck = next(k for k in range(len(g.node)) if waiting[k] or k in self_loop)
+        n = g.node[stuck]
+        raise ModelLoadError(
+            f"{where}: the graph has a cycle through node '{n.name or n.op_type}'; "
+            "ONNX graphs must be acyclic"
+        )
 
 
 def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
@@ -112,9 +249,18 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     """
     if isinstance(source, onnx.ModelProto):
         _check_versions(source, "model")
+        check_structure(source, "model")
         return source
     path = Path(source)
     where = str(path)
+    model = _read_model(path, where)
+    _resolve_external(model, path.parent, where)
+    _check_payloads(model, where)
+    return model
+
+
+def _read_model(path: Path, where: str) -> onnx.ModelProto:
+    """Parses the model file (without external data) and checks versions and structure."""
     if not path.exists():
         raise ModelLoadError(f"{where}: no such file")
     if path.is_dir():
@@ -130,8 +276,90 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     ):
         raise ModelLoadError(f"{where}: not an ONNX model (no graph found)")
     _check_versions(model, where)
-    _resolve_external(model, path.parent, where)
+    check_structure(model, where)
     return model
+
+
+def _check_payloads(model: onnx.ModelProto, where: str) -> None:
+    for t in model.graph.initializer:  # external data is in place now: its size must fit too
+        if not _tensor_payload_ok(t):
+            raise ModelLoadError(
+                f"{where}: external data of '{t.name}' does not match its dimensions "
+                f"{list(t.dims)}; the data file is truncated or corrupt"
+            )
+
+
+#: External tensors at least this big are read straight into numpy by :func:`read_external`
+#: instead of into the protobuf (only for models over the protobuf limit).
+DEFER_MIN_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where the bytes of one initializer lie on disk."""
+
+    path: Path
+    offset: int
+    length: int
+    data_type: int
+    dims: tuple[int, ...]
+
+
+def read_external(ref: ExternalRef) -> np.ndarray:
+    """Reads one tensor from its data file into a fresh array (the only copy in memory)."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ref.data_type)
+    count = int(np.prod(ref.dims, dtype=np.int64))
+    if count * dtype.itemsize != ref.length:
+        raise ModelLoadError(
+            f"{ref.path.name}: {ref.length} bytes at offset {ref.offset} do not hold a "
+            f"{list(ref.dims)} tensor of {dtype}"
+        )
+    with open(ref.path, "rb") as f:
+        f.seek(ref.offset)
+        out = np.empty(count, dtype=dtype)
+        if f.readinto(memoryview(out).cast("B")) != ref.length:
+            raise ModelLoadError(f"{ref.path.name}: external data is truncated at offset {ref.offset}")
+    return out.reshape(ref.dims)
+
+
+def load_proto_deferred(
+    source: str | os.PathLike[str],
+) -> tuple[onnx.ModelProto, dict[str, ExternalRef]]:
+    """Like :func:`load_proto`, but big external weights of models over the protobuf limit stay
+    on disk: they are returned as :class:`ExternalRef` for the caller to read straight into
+    numpy, so the weights are never held twice (once in the protobuf, once in numpy)."""
+    path = Path(source)
+    where = str(path)
+    if not path.is_file():
+        return load_proto(source), {}
+    model = _read_model(path, where)
+    external = [
+        t for t in model.graph.initializer if external_data_helper.uses_external_data(t)
+    ]
+    total = sum(int(np.prod(t.dims, dtype=np.int64)) for t in external) * 4
+    if total <= EXTERNAL_DATA_THRESHOLD:
+        _resolve_external(model, path.parent, where)
+        _check_payloads(model, where)
+        return model, {}
+    _check_external_paths(model, path.parent, where)
+    base = path.parent.resolve()
+    deferred: dict[str, ExternalRef] = {}
+    for t in external:
+        info = external_data_helper.ExternalDataInfo(t)
+        target = base / info.location
+        length = info.length if info.length else target.stat().st_size - (info.offset or 0)
+        if length < DEFER_MIN_BYTES or t.data_type in (onnx.TensorProto.STRING,):
+            external_data_helper.load_external_data_for_tensor(t, str(base))
+            continue
+        if (info.offset or 0) + length > target.stat().st_size:
+            raise ModelLoadError(
+                f"{where}: external data of '{t.name}' runs past the end of {info.location}; "
+                "the data file is truncated"
+            )
+        deferred[t.name] = ExternalRef(target, int(info.offset or 0), int(length), t.data_type,
+                                       tuple(int(d) for d in t.dims))
+    _check_payloads(model, where)
+    return model, deferred
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
@@ -246,6 +474,7 @@ def _skeleton(
     skel.ir_version = max(model.ir_version, 4)
     skel.opset_import.extend(model.opset_import)
     skel.functions.extend(model.functions)
+    local_fns = {f.domain for f in model.functions}
     sg = skel.graph
     sg.name = g.name or "graph"
     sg.node.extend(g.node)
@@ -263,7 +492,16 @@ def _skeleton(
             continue  # old exporters list initializers as inputs too
         vi = onnx.ValueInfoProto()
         vi.CopyFrom(inp)
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+        fixed = input_shapes.get(inp.name)
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            if fixed is None:
+                raise UsageError(
+                    f"graph input '{inp.name}' has no shape information; give its size with "
+                    f"--input-shape {inp.name}:D0,D1,..."
+                )
+            for d in fixed:  # the exporter wrote no shape: the user's dimensions are the shape
+                vi.type.tensor_type.shape.dim.add().dim_value = d
+        elif vi.type.HasField("tensor_type"):
             dims = vi.type.tensor_type.shape.dim
             fixed = input_shapes.get(inp.name)
             if fixed is not None and len(fixed) != len(dims):
@@ -280,6 +518,13 @@ def _skeleton(
                     d.dim_value = default_dim
         if inp.name not in known:
             sg.input.append(vi)
+    # onnx infers nothing for ops of custom domains; the exporter's annotations of their outputs
+    # are the only shapes there are.
+    custom_outputs = {
+        o for n in g.node if n.domain not in ("", "ai.onnx") and n.domain not in local_fns
+        for o in n.output
+    }
+    sg.value_info.extend(vi for vi in g.value_info if vi.name in custom_outputs)
     for out in g.output:
         vo = onnx.ValueInfoProto()
         vo.name = out.name

@@ -12,8 +12,8 @@ MACs (one multiply-accumulate = one unit), with ``|T|`` the element count of ten
   ``GroupNormalization``, ``RMSNormalization``: |X| (the per-element scale and shift; the
   statistics of the non-batch norms are counted in the same pass).
 
-Other ops count no MACs. Parameters are the elements of floating-point constants, each shared
-tensor counted once, attributed to the first node that reads it. Shapes come from shape
+Other ops count no MACs. Parameters are the elements of floating-point constants (bfloat16 and
+float8 included) and of quantized weights read by ``DequantizeLinear``, each shared tensor counted once, attributed to the first node that reads it. Shapes come from shape
 inference with symbolic input dimensions fixed at load (``--input-shape``); a node whose shapes
 stay unknown counts 0 and is listed in :attr:`Profile.unknown`.
 """
@@ -126,9 +126,19 @@ def node_macs(node: gs.Node, model: Model) -> int | None:
     return 0
 
 
-def _float_elements(t: gs.Constant) -> int:
+def _is_float(dtype: object) -> bool:
+    """Floating point, including types numpy names only through ml_dtypes (bfloat16, float8)."""
+    try:
+        if np.issubdtype(np.dtype(dtype), np.floating):  # type: ignore[arg-type]
+            return True
+    except TypeError:
+        pass
+    return "float" in str(dtype).lower()
+
+
+def _float_elements(t: gs.Constant, quantized: bool = False) -> int:
     # shape/dtype only: counting must not load (and so copy) the weights
-    if np.issubdtype(np.dtype(t.dtype), np.floating):
+    if quantized or _is_float(t.dtype):
         return int(np.prod(t.shape, dtype=np.int64))
     return 0
 
@@ -143,9 +153,9 @@ def profile(model: Model) -> Profile:
             prof.unknown.append(node.name)
             m = 0
         p = 0
-        for t in node.inputs:
+        for i, t in enumerate(node.inputs):
             if isinstance(t, gs.Constant) and t.name and t.name not in counted:
-                n = _float_elements(t)
+                n = _float_elements(t, quantized=node.op == "DequantizeLinear" and i == 0)
                 if n:
                     counted.add(t.name)
                     p += n

@@ -18,7 +18,25 @@ __all__ = ["kill_channels", "choose_channels"]
 
 #: Inputs where zero is not neutral: a dead channel's divisor or exponent becomes 1 instead, so the
 #: dead channel stays finite (0/1) rather than turning into NaN (0/0).
-_NEUTRAL_ONE = {("Div", 1), ("Pow", 1)}
+_NEUTRAL_ONE = {("Div", 1), ("Pow", 1), ("QuantizeLinear", 1)}
+
+
+def _dequantized_zero(t, value: np.ndarray) -> int | None:
+    """The stored value that dequantizes to 0 for an integer tensor read only by
+    ``DequantizeLinear`` with a per-tensor zero point (per-channel scales are zeroed instead)."""
+    zps = []
+    for n in t.outputs:
+        if n.op != "DequantizeLinear" or n.inputs[0] is not t:
+            return None
+        zp = const_value(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2].name else np.zeros(1, value.dtype)
+        if zp is None or np.asarray(zp).size != 1:
+            return None
+        zps.append(int(np.asarray(zp).reshape(-1)[0]))
+    return zps[0] if zps and len(set(zps)) == 1 else None
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.floating) or "float" in str(dtype)  # ml_dtypes bfloat16
 
 
 def kill_channels(dg: DepGraph, channels: np.ndarray) -> None:
@@ -34,10 +52,14 @@ def kill_channels(dg: DepGraph, channels: np.ndarray) -> None:
             continue
         t = tensors[key[0]]
         value = np.array(const_value(t))
-        if not np.issubdtype(value.dtype, np.floating):
-            continue
         index = [slice(None)] * value.ndim
         index[key[1]] = atoms  # type: ignore[call-overload]
+        if not _is_float(value.dtype):
+            fill = _dequantized_zero(t, value) if value.dtype.kind in "iu" else None
+            if fill is not None:
+                value[tuple(index)] = fill
+                set_const_value(t, value)
+            continue
         uses = {(n.op, n.inputs.index(t)) for n in t.outputs}
         value[tuple(index)] = 1 if uses & _NEUTRAL_ONE else 0
         set_const_value(t, value)

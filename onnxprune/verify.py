@@ -8,6 +8,7 @@ and reports per output the largest absolute difference and the cosine similarity
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ _NP_TYPES = {
 }
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str] | bytes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,31 +125,63 @@ def run(model: ModelLike | ort.InferenceSession, feeds: dict[str, np.ndarray]) -
     return [np.asarray(o) for o in sess.run(None, feeds)]
 
 
+#: Above this many bytes of weights a model is validated from a temporary file with external
+#: data: the checker and onnxruntime then read the file instead of two more in-memory copies.
+FILE_VALIDATION_BYTES = 256 << 20
+
+
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
              input_shapes: dict[str, list[int]] | None = None) -> list[np.ndarray]:
     """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails."""
-    big = _io.initializer_bytes(model) > _io.EXTERNAL_DATA_THRESHOLD
+    if _io.initializer_bytes(model) > min(FILE_VALIDATION_BYTES, _io.EXTERNAL_DATA_THRESHOLD):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            _io.save_external(model, Path(path), "model.onnx.data")
+            return _validate(path, model, feeds, input_shapes)
+    return _validate(model, model, feeds, input_shapes)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
+              feeds: dict[str, np.ndarray] | None,
+              input_shapes: dict[str, list[int]] | None) -> list[np.ndarray]:
     try:
-        if big:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "model.onnx")
-                _io.save_external(model, Path(path), "model.onnx.data")
-                onnx.checker.check_model(path, full_check=True)
-                sess = session(path)
-                return run(sess, feeds or make_feeds(sess, input_shapes))
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(source, full_check=True)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ApplyError(f"pruned model fails the ONNX checker: {first}") from exc
+        raise ApplyError(f"pruned model fails the ONNX checker: {_first_line(exc)}") from exc
     except onnx.shape_inference.InferenceError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ApplyError(f"pruned model fails shape inference: {first}") from exc
+        raise ApplyError(f"pruned model fails shape inference: {_first_line(exc)}") from exc
     try:
-        sess = session(model)
-        return run(sess, feeds or make_feeds(sess, input_shapes))
+        sess = session(source)
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
+        custom = _custom_domains(model)
+        if custom and any(m in first for m in _NO_KERNEL):
+            log.warning("onnxruntime has no kernel for the custom domain(s) %s; the result was "
+                        "checked by the ONNX checker only", ", ".join(sorted(custom)))
+            return []
         raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+    try:
+        return run(sess, feeds or make_feeds(sess, input_shapes))
+    except Exception as exc:
+        raise ApplyError(f"pruned model does not run in onnxruntime: {_first_line(exc)}") from exc
+
+
+#: onnxruntime's words for "this op exists nowhere in my kernels".
+_NO_KERNEL = ("is not a registered function/op", "Could not find an implementation")
+_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+
+
+def _custom_domains(model: onnx.ModelProto) -> set[str]:
+    """Domains of nodes that neither onnx nor onnxruntime define (model-local functions excluded)."""
+    local = {(f.domain, f.name) for f in model.functions}
+    return {
+        n.domain for n in model.graph.node
+        if n.domain not in _KNOWN_DOMAINS and (n.domain, n.op_type) not in local
+    }
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -238,7 +238,7 @@ def norm_axis(axis: int, rank: int) -> int:
 
 
 def _load_builtin_rules() -> None:
-    from . import conv, elementwise, gather, linear, norm, pool, shape_ops  # noqa: F401
+    from . import conv, elementwise, gather, linear, norm, pool, quant, shape_ops  # noqa: F401
 
 
 _load_builtin_rules()
