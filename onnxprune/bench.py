@@ -5,9 +5,9 @@ Two measurements:
 - :func:`benchmark` times one model alone: p50/p90/p99 latency, throughput, session-creation
   time and the peak memory the session added (resident set on the CPU provider, device memory on
   CUDA/TensorRT when NVML is available).
-- :func:`interleaved_latency` times several models in turns (A B A B ...) in one process, so drift
-  in machine speed hits all of them alike; what it reports is each model's median and the ratio
-  of medians. On a shared machine this is the only latency comparison worth making.
+- :func:`interleaved_latency` times several models in turns (A B, B A, A B, ... in one process),
+  so drift in machine speed and any advantage of running first or second hit all of them alike;
+  what it reports is each model's median and the ratio of medians. On a shared machine this is the only latency comparison worth making.
 
 On CUDA and TensorRT the inputs are copied to the device once and bound with IO binding, and
 outputs stay on the device, so the timings are of the model, not of host-device transfers.
@@ -360,15 +360,22 @@ def interleaved_latency(
 ) -> LatencyResult:
     """Times each model ``repeat`` times in alternation after ``warmup`` runs each.
 
+    Turn ``r`` runs the models starting from model ``r mod n`` (A B, B A, A B, ... for two), so
+    a bias for one position in the turn falls on every model alike.
+
     Sessions use full graph optimization and ``threads`` intra-op threads. Each session has its
     own thread pool, so idle workers must not busy-wait: the workers of the session that just ran
     would otherwise compete for the cores with the one being timed.
     """
     runners = [Runner(m, feeds, provider, threads, warmup) for m in models]
     samples = [np.zeros(repeat) for _ in runners]
+    n = len(runners)
     for r in range(repeat):
-        for i, runner in enumerate(runners):
-            samples[i][r] = runner.run()
+        # the order rotates every turn: whichever model runs first in a turn is measurably slower
+        # (up to 20% on a busy 2-core machine), so each model takes every position equally often
+        for k in range(n):
+            i = (r + k) % n
+            samples[i][r] = runners[i].run()
         if progress is not None:
             progress(r + 1, repeat)
     return LatencyResult(samples, runners)

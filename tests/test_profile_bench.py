@@ -240,3 +240,26 @@ def test_cli_bench_bad_options(pair, capsys, args, message):
     assert main(["bench", str(pair[0]), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_interleaving_rotates_the_order(monkeypatch, pair):
+    """Each model runs first in half of the turns, so a first-position penalty cancels."""
+    import onnxprune.bench as bench
+
+    order: list[str] = []
+    real_run = bench.Runner.run
+
+    def spy(self):
+        order.append(self.tag)
+        return real_run(self)
+
+    monkeypatch.setattr(bench.Runner, "run", spy)
+    real_init = bench.Runner.__init__
+
+    def init(self, model, *a, **k):
+        self.tag = "A" if str(model).endswith("resnet.onnx") else "B"
+        real_init(self, model, *a, **k)
+
+    monkeypatch.setattr(bench.Runner, "__init__", init)
+    interleaved_latency([str(pair[0]), str(pair[1])], batch_feeds(str(pair[0]), 1), threads=1, warmup=0, repeat=4)
+    assert "".join(order) == "ABBAABBA"
