@@ -17,7 +17,15 @@ import onnx_graphsurgeon as gs
 
 from .io import default_opset, infer_static_shapes, load_proto
 
-__all__ = ["Model", "load", "const_value", "set_const_value", "is_const"]
+__all__ = [
+    "Model",
+    "load",
+    "const_value",
+    "set_const_value",
+    "is_const",
+    "untie_uniform_constants",
+    "fold_small_constants",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,8 @@ class Model:
     metadata: list[tuple[str, str]] = field(default_factory=list)
     doc_string: str = ""
     model_version: int = 0
+    #: The model as given (before any pass), for passes that compare with it; not copied.
+    original: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
     # ----------------------------------------------------------------- queries
     def tensors(self) -> dict[str, gs.Tensor]:
@@ -188,6 +198,7 @@ def _name_nodes(graph: gs.Graph) -> None:
 def load(
     source: str | os.PathLike[str] | onnx.ModelProto | Model,
     input_shapes: dict[str, list[int]] | None = None,
+    prepare: bool = True,
 ) -> Model:
     """Loads a model from a path or ``ModelProto`` into a :class:`Model`.
 
@@ -195,12 +206,16 @@ def load(
         source: ``.onnx`` path (external data is read from beside it) or a ``ModelProto``.
         input_shapes: fixed dimensions for symbolic graph inputs, ``{name: [1, 3, 224, 224]}``;
             unspecified symbolic dimensions are taken as 1 for analysis.
+        prepare: get the graph ready for channel analysis (static shapes measured, small
+            constant subgraphs folded, uniform shared constants copied per user). ``False``
+            keeps the graph exactly as stored, for passes that do their own rewriting; shapes
+            are then left empty until :meth:`Model.refresh_shapes`.
     """
     if isinstance(source, Model):
         return source
     proto = load_proto(source)
     input_shapes = dict(input_shapes or {})
-    shapes = infer_static_shapes(proto, input_shapes)
+    shapes = infer_static_shapes(proto, input_shapes) if prepare else {}
     graph = gs.import_onnx(proto)
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant):
@@ -210,8 +225,9 @@ def load(
             # The data now lives in memory; where it goes on disk is decided when saving.
             t.data_location = None
     _name_nodes(graph)
-    untie_uniform_constants(graph)
-    fold_small_constants(graph)
+    if prepare:
+        untie_uniform_constants(graph)
+        fold_small_constants(graph)
     meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
     model = Model(
         graph=graph,
