@@ -19,14 +19,17 @@ from .base import FunctionalPass, InPlacePass, Pass, PassError, PassResult
 from .channel_pruning import ChannelPruning
 from .cleanup import Cleanup
 from .dead_code import RemoveDeadNodes
+from .cse import EliminateCommonSubexpressions
 from .dedup_initializers import DeduplicateInitializers
 from .eliminate import EliminateIdentity, EliminateNoOps
 from .fold_constants import FoldConstants
 from .fuse_affine import FuseAffine
 from .fuse_batchnorm import FoldBatchNorm, FuseBatchNorm
+from .fuse_pad import FusePad
 from .manager import PassManager
 from .registry import ENTRY_POINT_GROUP, available, create, parse_spec, register
 from .shape_inference import InferShapes
+from .simplify_reshape import SimplifyReshape
 from .toposort import SortTopologically
 from .verify_outputs import VerifyOutputs
 
@@ -35,6 +38,7 @@ __all__ = [
     "ChannelPruning",
     "Cleanup",
     "DeduplicateInitializers",
+    "EliminateCommonSubexpressions",
     "EliminateIdentity",
     "EliminateNoOps",
     "FoldBatchNorm",
@@ -42,6 +46,7 @@ __all__ = [
     "FunctionalPass",
     "FuseAffine",
     "FuseBatchNorm",
+    "FusePad",
     "InPlacePass",
     "InferShapes",
     "Pass",
@@ -49,6 +54,7 @@ __all__ = [
     "PassManager",
     "PassResult",
     "RemoveDeadNodes",
+    "SimplifyReshape",
     "SortTopologically",
     "VerifyOutputs",
     "available",

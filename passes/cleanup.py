@@ -1,22 +1,26 @@
 """The cleanup pipeline: every lossless simplification, run to a fixed point.
 
 Order within a round: annotate shapes, fold constants (shape subgraphs included), drop Identity
-and Dropout, drop no-op shape/type ops, fuse BatchNorm and constant affine ops into Conv/Gemm,
-merge identical initializers, remove what became dead, sort. The round repeats while anything
+and Dropout, drop no-op shape/type ops, make computed Reshape targets constant, fuse BatchNorm,
+constant affine ops and zero Pads into Conv/Gemm, merge identical initializers and then identical
+nodes, remove what became dead, sort. The round repeats while anything
 changes (each rewrite can enable another), bounded by ``max_rounds``.
 """
 
 from __future__ import annotations
 
 from .dead_code import RemoveDeadNodes
+from .cse import EliminateCommonSubexpressions
 from .dedup_initializers import DeduplicateInitializers
 from .eliminate import EliminateIdentity, EliminateNoOps
 from .fold_constants import FoldConstants
 from .fuse_affine import FuseAffine
 from .fuse_batchnorm import FuseBatchNorm
+from .fuse_pad import FusePad
 from .manager import PassManager
 from .registry import register
 from .shape_inference import InferShapes
+from .simplify_reshape import SimplifyReshape
 from .toposort import SortTopologically
 
 __all__ = ["Cleanup"]
@@ -38,10 +42,15 @@ class Cleanup(PassManager):
         passes = [InferShapes()]
         if fold:
             passes.append(FoldConstants(infer=False))
-        passes += [EliminateIdentity(), EliminateNoOps()]
+        passes += [EliminateIdentity(), EliminateNoOps(), SimplifyReshape()]
         if fuse:
-            passes += [FuseBatchNorm(), FuseAffine()]
-        passes += [DeduplicateInitializers(), RemoveDeadNodes(), SortTopologically()]
+            passes += [FuseBatchNorm(), FuseAffine(), FusePad()]
+        passes += [
+            DeduplicateInitializers(),
+            EliminateCommonSubexpressions(),
+            RemoveDeadNodes(),
+            SortTopologically(),
+        ]
         super().__init__(passes, max_rounds=max_rounds)
         self.fold = fold
         self.fuse = fuse

@@ -31,7 +31,7 @@ def deduplicate_initializers(graph: gs.Graph) -> int:
     for t in list(graph.tensors().values()):
         if not isinstance(t, gs.Constant) or not t.outputs or is_graph_output(graph, t):
             continue
-        v = np.ascontiguousarray(t.values)
+        v = np.asarray(t.values)
         key = (str(v.dtype), tuple(v.shape), hashlib.sha1(v.tobytes()).digest())
         same = first.setdefault(key, [])
         keep = next((c for c in same if np.array_equal(np.asarray(c.values), v)), None)

@@ -45,7 +45,7 @@ def new_constant(graph: gs.Graph, base: str, values: np.ndarray) -> gs.Constant:
     name = base
     while name in names:
         name = f"{base}_{next(_counter)}"
-    return gs.Constant(name, np.ascontiguousarray(values))
+    return gs.Constant(name, np.array(values, order="C"))  # (ascontiguousarray would make scalars 1-D)
 
 
 def _replace_uses(old: gs.Tensor, new: gs.Tensor, skip: gs.Node | None = None) -> None:

@@ -1,0 +1,164 @@
+"""Constant Reshape targets from shape arithmetic, where the arithmetic is provably constant.
+
+Exporters compute Reshape targets at run time: ``Concat(Slice(Shape(x), 0, 1), [-1])`` for a
+flatten, ``Concat(Unsqueeze(Gather(Shape(x), 0)), Unsqueeze(Gather(Shape(x), 1)), [4], [8])``
+to split heads. When each element of such a target is a constant, a static dimension, or the
+symbolic dimension that the Reshape's input already has at the same position, the target is
+replaced by a constant: static dimensions by their value, same-position symbolic ones by ``0``
+(which, with ``allowzero=0``, copies the input's dimension), and at most one remaining unknown
+element by ``-1`` (inferred from the element count, which a Reshape preserves). Dimensions are
+compared through shape annotations, where one symbol names one value; nothing about symbolic
+sizes is guessed. The shape subgraph then becomes dead and is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.graph import Model, const_value
+
+from .base import InPlacePass, PassResult
+from .registry import register
+from .rewrite import new_constant
+
+__all__ = ["SimplifyReshape", "simplify_reshape"]
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """Dimension ``axis`` of ``tensor``, taken at run time by a Shape op."""
+
+    tensor: gs.Tensor
+    axis: int
+
+
+Elem = int | _Dim | None  # None: not known
+
+
+def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
+    """The elements of an int shape vector (or scalar), as far as they can be told."""
+    if depth > 12:
+        return None
+    v = const_value(t)
+    if v is not None:
+        if v.dtype.kind not in "iu" or v.ndim > 1:
+            return None
+        return [int(x) for x in v.reshape(-1)], v.ndim == 0
+    if not isinstance(t, gs.Variable) or len(t.inputs) != 1:
+        return None
+    node = t.inputs[0]
+    op = node.op
+    if op == "Shape":
+        src = node.inputs[0]
+        if src.shape is None:
+            return None
+        rank = len(src.shape)
+        start = int(node.attrs.get("start", 0))
+        end = int(node.attrs.get("end", rank))
+        start, end = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
+        return [_Dim(src, j) for j in range(max(start, 0), min(end, rank))], False
+    if op == "Cast":
+        return _resolve(node.inputs[0], depth + 1)
+    if op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
+        out: list[Elem] = []
+        for inp in node.inputs:
+            r = _resolve(inp, depth + 1)
+            if r is None:
+                return None
+            out += r[0]
+        return out, False
+    if op == "Unsqueeze":
+        r = _resolve(node.inputs[0], depth + 1)
+        return (r[0], False) if r is not None and r[1] else None
+    if op == "Squeeze":
+        r = _resolve(node.inputs[0], depth + 1)
+        return (r[0], True) if r is not None and len(r[0]) == 1 and not r[1] else None
+    if op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
+        r = _resolve(node.inputs[0], depth + 1)
+        idx = const_value(node.inputs[1])
+        if r is None or idx is None or idx.ndim > 1:
+            return None
+        n = len(r[0])
+        try:
+            picked = [r[0][int(i)] for i in idx.reshape(-1) if -n <= int(i) < n]
+        except IndexError:
+            return None
+        if len(picked) != idx.size:
+            return None
+        return picked, idx.ndim == 0
+    if op == "Slice":
+        r = _resolve(node.inputs[0], depth + 1)
+        vals = [const_value(x) if x.name else None for x in node.inputs[1:]]
+        if r is None or len(vals) < 2 or vals[0] is None or vals[1] is None:
+            return None
+        if len(vals) > 2 and node.inputs[3].name and (vals[2] is None or vals[2].reshape(-1).tolist() not in ([0], [-1])):
+            return None
+        step = 1
+        if len(vals) > 3 and node.inputs[4].name:
+            if vals[3] is None:
+                return None
+            step = int(vals[3].reshape(-1)[0])
+        s, e = int(vals[0].reshape(-1)[0]), int(vals[1].reshape(-1)[0])
+        return r[0][slice(s, e, step)], False
+    return None
+
+
+def _target(node: gs.Node) -> np.ndarray | None:
+    x, shape = node.inputs[0], node.inputs[1]
+    resolved = _resolve(shape)
+    if resolved is None or resolved[1]:
+        return None
+    elems = resolved[0]
+    xs = list(x.shape) if x.shape is not None else None
+    out: list[int | None] = []
+    for i, e in enumerate(elems):
+        if isinstance(e, int):
+            out.append(e)
+            continue
+        if isinstance(e, _Dim) and e.tensor.shape is not None:
+            d = e.tensor.shape[e.axis]
+            if isinstance(d, int | np.integer) and d >= 0:
+                out.append(int(d))
+                continue
+            if (
+                isinstance(d, str) and d
+                and xs is not None and i < len(xs) and xs[i] == d
+            ):
+                out.append(0)
+                continue
+        out.append(None)
+    unknown = [i for i, v in enumerate(out) if v is None]
+    if len(unknown) > 1 or (unknown and -1 in out):
+        return None
+    for i in unknown:
+        out[i] = -1
+    return np.array(out, dtype=np.int64)
+
+
+def simplify_reshape(graph: gs.Graph) -> int:
+    """Replaces computed Reshape targets by constants where sound; returns the count."""
+    done = 0
+    for node in graph.nodes:
+        if node.op != "Reshape" or len(node.inputs) < 2 or int(node.attrs.get("allowzero", 0)):
+            continue
+        if const_value(node.inputs[1]) is not None:
+            continue
+        target = _target(node)
+        if target is None:
+            continue
+        node.inputs[1] = new_constant(graph, f"{node.name}.shape", target)
+        done += 1
+    return done
+
+
+@register
+class SimplifyReshape(InPlacePass):
+    """Replace Reshape targets computed from Shape ops by constants where provably equal."""
+
+    name = "simplify-reshape"
+
+    def run(self, model: Model) -> PassResult:
+        return PassResult(model, simplify_reshape(model.graph) > 0)
