@@ -27,7 +27,7 @@ from .fuse_affine import FuseAffine
 from .fuse_batchnorm import FoldBatchNorm, FuseBatchNorm
 from .fuse_pad import FusePad
 from .manager import PassManager
-from .registry import ENTRY_POINT_GROUP, available, create, parse_spec, register
+from .registry import ENTRY_POINT_GROUP, available, builtin, create, parse_spec, register
 from .shape_inference import InferShapes
 from .simplify_reshape import SimplifyReshape
 from .toposort import SortTopologically
@@ -58,6 +58,7 @@ __all__ = [
     "SortTopologically",
     "VerifyOutputs",
     "available",
+    "builtin",
     "create",
     "parse_spec",
     "register",

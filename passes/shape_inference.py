@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.graph import Model
-from onnxprune.io import EXTERNAL_DATA_THRESHOLD, initializer_bytes
+from onnxprune.io import _SHAPE_PRESERVING, EXTERNAL_DATA_THRESHOLD, initializer_bytes
 
 from .base import InPlacePass, PassResult
 from .registry import register
@@ -52,11 +52,28 @@ def infer_shapes(model: Model) -> int:
     # Stale annotations (left by an exporter, or by a rewrite that changed a width) would
     # conflict with what inference finds; infer from the graph alone.
     del proto.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception as exc:  # inference is an aid; a model it cannot handle stays as it is
-        log.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
-        return 0
+    inferred = proto
+    for _ in range(4):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        except Exception as exc:  # inference is an aid; a model it cannot handle stays as it is
+            log.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return 0
+        # onnx infers nothing for a few ops whose output has their input's shape
+        # (GroupNormalization at opset 21): fill those in and infer again downstream.
+        typed = {vi.name: vi for vi in list(inferred.graph.input) + list(inferred.graph.value_info)}
+        added = False
+        for node in inferred.graph.node:
+            if node.op_type in _SHAPE_PRESERVING and node.input and node.input[0] in typed:
+                out = node.output[0] if node.output else ""
+                if out and out not in typed:
+                    vi = onnx.ValueInfoProto()
+                    vi.CopyFrom(typed[node.input[0]])
+                    vi.name = out
+                    proto.graph.value_info.append(vi)
+                    added = True
+        if not added:
+            break
     io_names = {t.name for t in model.graph.inputs} | {t.name for t in model.graph.outputs}
     found: dict[str, tuple[int, list[int | str | None] | None]] = {}
     for vi in inferred.graph.value_info:

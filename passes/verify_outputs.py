@@ -51,6 +51,21 @@ def load_calibration(path: str | os.PathLike[str], input_names: list[str]) -> di
     return {n: arrays[n] for n in input_names}
 
 
+def _calibration_feeds(sess: object, arrays: dict[str, np.ndarray], most: int = 8) -> list[dict[str, np.ndarray]]:
+    """Splits samples into feeds the model accepts: chunks of its batch size if that is fixed."""
+    inputs = sess.get_inputs()  # type: ignore[attr-defined]
+    fixed = [i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int)]
+    n = min((len(a) for a in arrays.values() if a.ndim), default=1)
+    step = fixed[0] if fixed else min(n, 16)
+    step = max(step, 1)
+    feeds = []
+    for start in range(0, max(n - step + 1, 1), step):
+        feeds.append({k: v[start:start + step] if v.ndim else v for k, v in arrays.items()})
+        if len(feeds) >= most:
+            break
+    return feeds
+
+
 @register
 class VerifyOutputs(InPlacePass):
     """Compare outputs with the original model in onnxruntime; fail beyond the tolerance."""
@@ -102,7 +117,7 @@ class VerifyOutputs(InPlacePass):
         ref = session(self._reference(model))
         cur = session(model.to_proto())
         if self.calibration is not None:
-            feed_sets = [load_calibration(self.calibration, [i.name for i in ref.get_inputs()])]
+            feed_sets = _calibration_feeds(ref, load_calibration(self.calibration, [i.name for i in ref.get_inputs()]))
         else:
             symbolic = all(i.shape and not isinstance(i.shape[0], int) for i in ref.get_inputs())
             batches = (1, 2) if symbolic else (1,)
