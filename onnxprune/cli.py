@@ -42,7 +42,7 @@ examples:
   onnxprune prune model.onnx -o small.onnx --ratio 0.5 --round-to 8 --check
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --ignore 'head.*' --input-shape input:1,3,224,224
   onnxprune optimize model.onnx -o clean.onnx     fold constants, fuse BatchNorm, drop no-ops
-  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:rtol=0.05
+  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9
   onnxprune run recipe.json                        optimize, verify and benchmark as a recipe file says
   onnxprune passes                                 list the passes --passes and recipes can name
 """
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  onnxprune optimize model.onnx -o clean.onnx\n"
         "  onnxprune optimize model.onnx -o out.onnx --passes fuse-bn,eliminate-identity,remove-dead\n"
-        "  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:rtol=0.05\n",
+        "  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9\n",
     )
     po.add_argument("model", help="input .onnx file (never modified)")
     po.add_argument("-o", "--output", help="output .onnx file (default: <model>-optimized.onnx beside the input)")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="recipe (JSON):\n"
         '  {"model": "model.onnx", "output": "small.onnx",\n'
         '   "passes": ["cleanup", {"name": "channel-pruning", "ratio": 0.4}, "cleanup",\n'
-        '              {"name": "verify", "rtol": 0.05}],\n'
+        '              {"name": "verify", "min_cosine": 0.9}],\n'
         '   "calibration": "calib.npz", "benchmark": {"repeat": 30, "threads": 2}}\n',
     )
     pr.add_argument("recipe", help="recipe file (.json, or .yaml/.yml with pyyaml installed)")

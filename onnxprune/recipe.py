@@ -10,7 +10,7 @@ A recipe is JSON (always) or YAML (with the ``recipes`` extra, ``pip install 'on
         "cleanup",
         {"name": "channel-pruning", "ratio": 0.4, "round_to": 8},
         "cleanup",
-        {"name": "verify", "rtol": 0.05}
+        {"name": "verify", "min_cosine": 0.9}
       ],
       "calibration": "calib.npz",             # optional: inputs, one array per graph input
       "benchmark": {"repeat": 30, "threads": 2, "batch": 1}   # optional: before/after latency

@@ -3,7 +3,8 @@
 Both models run on the CPU provider with graph optimizations off, on the same seeded inputs (or
 on calibration samples from an ``.npz`` file), at batch 1 and, when the batch dimension is
 symbolic, batch 2. The pass fails when any output differs by more than
-``atol + rtol * max|reference|``; the message names the output and the largest difference.
+``atol + rtol * max|reference|`` (or, with ``min_cosine``, when the cosine similarity of any
+output falls below it); the message names the output and the largest difference.
 It never changes the model.
 """
 
@@ -79,6 +80,7 @@ class VerifyOutputs(InPlacePass):
         reference: str | os.PathLike[str] | onnx.ModelProto | None = None,
         calibration: str | os.PathLike[str] | None = None,
         seed: int = 0,
+        min_cosine: float | None = None,
     ) -> None:
         """
         Args:
@@ -88,12 +90,15 @@ class VerifyOutputs(InPlacePass):
                 first pass, or the file it was loaded from).
             calibration: ``.npz`` file of inputs to compare on (default: seeded random inputs).
             seed: seed of the random inputs.
+            min_cosine: check cosine similarity per output instead of the largest difference
+                (for lossy passes such as pruning without fine-tuning).
         """
         self.rtol = rtol
         self.atol = atol
         self.reference = reference
         self.calibration = calibration
         self.seed = seed
+        self.min_cosine = min_cosine
         #: Largest absolute difference per output, from the last run.
         self.max_abs: dict[str, float] = {}
 
@@ -132,6 +137,13 @@ class VerifyOutputs(InPlacePass):
                 raise PassError(str(exc)) from exc
             for a, s in zip(agreements, scale):
                 self.max_abs[a.name] = max(self.max_abs.get(a.name, 0.0), a.max_abs)
+                if self.min_cosine is not None:
+                    if a.cosine < self.min_cosine:
+                        raise PassError(
+                            f"output '{a.name}' has cosine similarity {a.cosine:.4f} with the "
+                            f"original, below min_cosine={self.min_cosine}"
+                        )
+                    continue
                 if not a.ok(self.rtol, self.atol, s):
                     raise PassError(
                         f"output '{a.name}' differs from the original by up to {a.max_abs:.3g} "
