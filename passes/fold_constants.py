@@ -55,7 +55,8 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
             size_threshold=size_threshold,
             should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs),
         )
-        _restore_outputs(graph)
+        if _restore_outputs(graph):
+            graph.toposort()
         graph.cleanup(remove_unused_graph_inputs=False)
     finally:
         G_LOGGER.severity = before

@@ -1,0 +1,425 @@
+"""Every built-in pass on small models written as onnx.parser text: structure and equivalence."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnxprune.passes import (
+    DeduplicateInitializers,
+    EliminateCommonSubexpressions,
+    EliminateIdentity,
+    EliminateNoOps,
+    FoldConstants,
+    FuseAffine,
+    FuseBatchNorm,
+    FusePad,
+    InferShapes,
+    RemoveDeadNodes,
+    SimplifyReshape,
+    SortTopologically,
+)
+
+import onnxprune
+
+from .passes_helpers import assert_equivalent, make_model, op_counts
+
+HEAD = '<ir_version: 8, opset_import: ["" : 17]>\n'
+RNG = np.random.default_rng(0)
+
+
+def bn_params(c: int, prefix: str = "bn") -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_s": RNG.uniform(0.5, 1.5, c).astype(np.float32),
+        f"{prefix}_b": RNG.standard_normal(c).astype(np.float32),
+        f"{prefix}_m": RNG.standard_normal(c).astype(np.float32),
+        f"{prefix}_v": RNG.uniform(0.5, 2.0, c).astype(np.float32),
+    }
+
+
+def run(model: onnx.ModelProto, *passes) -> onnx.ModelProto:
+    return onnxprune.optimize(model, list(passes))
+
+
+# ------------------------------------------------------------------------------ fuse-bn
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("group", [1, 2])
+def test_fuse_bn_into_conv(bias, group):
+    conv_in = "x, w, b" if bias else "x, w"
+    m = make_model(
+        HEAD + f"""g (float[N, 4, 8, 8] x) => (float[N, 6, 8, 8] y) {{
+            c = Conv <pads = [1, 1, 1, 1], group = {group}> ({conv_in})
+            y = BatchNormalization <epsilon = 0.001> (c, bn_s, bn_b, bn_m, bn_v)
+        }}""",
+        w=(6, 4 // group, 3, 3), **({"b": (6,)} if bias else {}), **bn_params(6),
+    )
+    out = run(m, FuseBatchNorm())
+    assert op_counts(out) == {"Conv": 1}
+    conv = out.graph.node[0]
+    assert conv.output[0] == "y" and len(conv.input) == 3
+    assert_equivalent(m, out)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_fuse_bn_into_conv_transpose(group):
+    m = make_model(
+        HEAD + f"""g (float[N, 4, 5, 5] x) => (float[N, 6, 10, 10] y) {{
+            c = ConvTranspose <strides = [2, 2], pads = [1, 1, 0, 0], group = {group}> (x, w, b)
+            y = BatchNormalization (c, bn_s, bn_b, bn_m, bn_v)
+        }}""",
+        w=(4, 6 // group, 3, 3), b=(6,), **bn_params(6),
+    )
+    out = run(m, FuseBatchNorm())
+    assert op_counts(out) == {"ConvTranspose": 1}
+    assert_equivalent(m, out)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_fuse_bn_into_gemm(trans_b):
+    w_shape = (5, 7) if trans_b else (7, 5)
+    m = make_model(
+        HEAD + f"""g (float[N, 7] x) => (float[N, 5] y) {{
+            c = Gemm <transB = {trans_b}, beta = 0.5> (x, w, b)
+            y = BatchNormalization (c, bn_s, bn_b, bn_m, bn_v)
+        }}""",
+        w=w_shape, b=(5,), **bn_params(5),
+    )
+    out = run(m, FuseBatchNorm())
+    assert op_counts(out) == {"Gemm": 1}
+    assert_equivalent(m, out)
+
+
+def test_fuse_bn_leaves_shared_producer_output():
+    m = make_model(
+        HEAD + """g (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y, float[N, 4, 8, 8] c) {
+            c = Conv (x, w)
+            y = BatchNormalization (c, bn_s, bn_b, bn_m, bn_v)
+        }""",
+        w=(4, 4, 1, 1), **bn_params(4),
+    )
+    out = run(m, FuseBatchNorm())
+    assert op_counts(out)["BatchNormalization"] == 1  # the Conv output is also a graph output
+    assert_equivalent(m, out)
+
+
+# -------------------------------------------------------------------------- fuse-affine
+@pytest.mark.parametrize(
+    "op,const,first",
+    [
+        ("Mul", (4, 1, 1), False),
+        ("Mul", (1, 4, 1, 1), True),
+        ("Add", (4, 1, 1), True),
+        ("Sub", (1, 4, 1, 1), False),
+        ("Div", (1,), False),
+        ("Add", (), False),
+    ],
+)
+def test_fuse_affine_into_conv(op, const, first):
+    c = RNG.uniform(0.5, 2.0, const).astype(np.float32)
+    args = "k, c" if first else "c, k"
+    m = make_model(
+        HEAD + f"""g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {{
+            c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+            y = {op} ({args})
+        }}""",
+        w=(4, 3, 3, 3), b=(4,), k=c,
+    )
+    out = run(m, FuseAffine())
+    assert op_counts(out) == {"Conv": 1}
+    assert_equivalent(m, out)
+
+
+def test_fuse_affine_rejects_spatially_varying_constant():
+    m = make_model(
+        HEAD + """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w)
+            y = Mul (c, k)
+        }""",
+        w=(4, 3, 3, 3), k=(4, 8, 8),
+    )
+    out = run(m, FuseAffine())
+    assert op_counts(out) == {"Conv": 1, "Mul": 1}
+    assert_equivalent(m, out)
+
+
+def test_fuse_affine_into_gemm():
+    m = make_model(
+        HEAD + """g (float[N, 6] x) => (float[N, 3] y) {
+            c = Gemm <transB = 1> (x, w, b)
+            d = Mul (c, s)
+            y = Add (d, t)
+        }""",
+        w=(3, 6), b=(3,), s=(1, 3), t=(3,),
+    )
+    out = run(m, FuseAffine())
+    assert op_counts(out) == {"Gemm": 1}
+    assert_equivalent(m, out)
+
+
+# ----------------------------------------------------------------------------- fuse-pad
+def test_fuse_pad_into_conv():
+    pads = np.array([0, 0, 1, 2, 0, 0, 1, 0], dtype=np.int64)
+    m = make_model(
+        HEAD + """g (float[N, 3, 8, 8] x) => (float[N, 4, 9, 10] y) {
+            p = Pad (x, pads)
+            y = Conv <pads = [0, 0, 0, 1]> (p, w)
+        }""",
+        w=(4, 3, 2, 2), pads=pads,
+    )
+    out = run(m, FusePad())
+    assert op_counts(out) == {"Conv": 1}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in out.graph.node[0].attribute}
+    assert attrs["pads"] == [1, 2, 1, 1]
+    assert_equivalent(m, out)
+
+
+def test_fuse_pad_keeps_reflect_and_channel_padding():
+    reflect = make_model(
+        HEAD + """g (float[N, 3, 8, 8] x) => (float[N, 4, 9, 9] y) {
+            p = Pad <mode = "reflect"> (x, pads)
+            y = Conv (p, w)
+        }""",
+        w=(4, 3, 2, 2), pads=np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64),
+    )
+    assert op_counts(run(reflect, FusePad()))["Pad"] == 1
+    channels = make_model(
+        HEAD + """g (float[N, 3, 8, 8] x) => (float[N, 4, 7, 7] y) {
+            p = Pad (x, pads)
+            y = Conv (p, w)
+        }""",
+        w=(4, 4, 2, 2), pads=np.array([0, 1, 0, 0, 0, 0, 0, 0], dtype=np.int64),
+    )
+    assert op_counts(run(channels, FusePad()))["Pad"] == 1
+
+
+# ---------------------------------------------------------------- eliminate-identity
+def test_eliminate_identity_and_dropout_keeps_output_names():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y, float[N, 4] z) {
+            a = Relu (x)
+            b = Identity (a)
+            c = Dropout (b)
+            y = Identity (c)
+            z = Sigmoid (b)
+        }""",
+    )
+    out = run(m, EliminateIdentity())
+    assert op_counts(out) == {"Relu": 1, "Sigmoid": 1}
+    assert [o.name for o in out.graph.output] == ["y", "z"]
+    assert_equivalent(m, out)
+
+
+def test_identity_from_graph_input_to_output_stays():
+    m = make_model(HEAD + """g (float[N, 4] x) => (float[N, 4] y) { y = Identity (x) }""")
+    out = run(m, EliminateIdentity())
+    assert op_counts(out) == {"Identity": 1}
+    assert_equivalent(m, out)
+
+
+def test_dropout_whose_mask_is_read_stays():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y, bool[N, 4] mask) {
+            y, mask = Dropout (x)
+        }""",
+    )
+    assert op_counts(run(m, EliminateIdentity())) == {"Dropout": 1}
+
+
+# ------------------------------------------------------------------- eliminate-noops
+def test_eliminate_noops():
+    m = make_model(
+        HEAD + """g (float[N, 4, 6] x) => (float[N, 4, 6] y) {
+            a = Transpose <perm = [0, 1, 2]> (x)
+            b = Cast <to = 1> (a)
+            c = Reshape (b, same)
+            d = Transpose <perm = [0, 2, 1]> (c)
+            e = Transpose <perm = [0, 2, 1]> (d)
+            f = Concat <axis = 1> (e)
+            g1 = Reshape (f, flat)
+            y = Reshape (g1, back)
+        }""",
+        same=np.array([0, 4, -1], dtype=np.int64),
+        flat=np.array([-1, 24], dtype=np.int64),
+        back=np.array([-1, 4, 6], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), EliminateNoOps(), RemoveDeadNodes())
+    # Reshape(Reshape(x)) -> one Reshape, which is a no-op on a [N, 4, 6] input but also the
+    # graph output's producer from a graph input: it stays as the single node.
+    assert sum(op_counts(out).values()) == 1
+    assert op_counts(out)["Reshape"] == 1
+    assert_equivalent(m, out, batches=(1, 3))
+
+
+def test_reshape_that_changes_shape_stays():
+    m = make_model(
+        HEAD + """g (float[N, 4, 6] x) => (float[N, 6, 4] y) {
+            a = Relu (x)
+            y = Reshape (a, s)
+        }""",
+        s=np.array([0, 6, 4], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), EliminateNoOps())
+    assert op_counts(out) == {"Relu": 1, "Reshape": 1}
+
+
+# -------------------------------------------------------------------- fold-constants
+def test_fold_constants_folds_static_shape_subgraph():
+    m = make_model(
+        HEAD + """g (float[2, 3, 4, 4] x) => (float[2, 48] y) {
+            s = Shape (x)
+            n = Gather <axis = 0> (s, zero)
+            n1 = Unsqueeze (n, axes)
+            t = Concat <axis = 0> (n1, minus1)
+            k = Mul (w, two)
+            xk = Mul (x, k)
+            y = Reshape (xk, t)
+        }""",
+        zero=np.array(0, dtype=np.int64), axes=np.array([0], dtype=np.int64),
+        minus1=np.array([-1], dtype=np.int64), w=(1, 3, 1, 1), two=np.array(2.0, dtype=np.float32),
+    )
+    out = run(m, FoldConstants(), RemoveDeadNodes())
+    assert op_counts(out) == {"Mul": 1, "Reshape": 1}
+    assert_equivalent(m, out, batches=(2,))
+
+
+def test_fold_constants_keeps_graph_output_names():
+    m = make_model(
+        HEAD + """g (float[N, 3] x) => (float[N, 3] y, float[3] k) {
+            k = Add (a, b)
+            y = Mul (x, k)
+        }""",
+        a=(3,), b=(3,),
+    )
+    out = run(m, FoldConstants())
+    assert [o.name for o in out.graph.output] == ["y", "k"]
+    assert_equivalent(m, out)
+
+
+# ------------------------------------------------------------------ simplify-reshape
+def test_simplify_reshape_with_symbolic_batch():
+    m = make_model(
+        HEAD + """g (float[N, 3, 4, 4] x) => (float[N, 48] y) {
+            a = Relu (x)
+            s = Shape (a)
+            n = Slice (s, zero, one)
+            t = Concat <axis = 0> (n, minus1)
+            y = Reshape (a, t)
+        }""",
+        zero=np.array([0], dtype=np.int64), one=np.array([1], dtype=np.int64),
+        minus1=np.array([-1], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
+    assert op_counts(out) == {"Relu": 1, "Reshape": 1}
+    target = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[out.graph.node[1].input[1]]
+    assert target.tolist() == [0, -1]
+    assert_equivalent(m, out, batches=(1, 3))
+
+
+def test_simplify_reshape_leaves_unknown_dimensions():
+    m = make_model(
+        HEAD + """g (float[N, 3, 4, 4] x, float[M, K] z) => (float[P, Q] y) {
+            s = Shape (z)
+            t = Slice (s, zero, two)
+            y = Reshape (x, t)
+        }""",
+        zero=np.array([0], dtype=np.int64), two=np.array([2], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), SimplifyReshape())
+    assert op_counts(out)["Shape"] == 1  # two unknown sizes: nothing can be proven
+
+
+# ------------------------------------------------------------------------------- cse
+def test_cse_merges_duplicate_nodes():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            a = Relu (x)
+            b = Relu (x)
+            c = Sigmoid (a)
+            d = Sigmoid (b)
+            y = Add (c, d)
+        }""",
+    )
+    out = run(m, EliminateCommonSubexpressions(), RemoveDeadNodes())
+    assert op_counts(out) == {"Relu": 1, "Sigmoid": 1, "Add": 1}
+    assert_equivalent(m, out)
+
+
+def test_cse_respects_attributes():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            a = LeakyRelu <alpha = 0.1> (x)
+            b = LeakyRelu <alpha = 0.2> (x)
+            y = Add (a, b)
+        }""",
+    )
+    assert op_counts(run(m, EliminateCommonSubexpressions()))["LeakyRelu"] == 2
+
+
+# --------------------------------------------------------------- dedup-initializers
+def test_dedup_initializers_merges_equal_values_only():
+    w = RNG.standard_normal((4, 4)).astype(np.float32)
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            a = MatMul (x, w1)
+            b = MatMul (a, w2)
+            c = MatMul (b, w3)
+            i = Gather (c, scalar0)
+            j = Gather (c, vec0)
+            k = Unsqueeze (i, vec0)
+            y = Add (k, j)
+        }""",
+        w1=w, w2=w.copy(), w3=w * 2, scalar0=np.array(0, dtype=np.int64), vec0=np.array([0], dtype=np.int64),
+    )
+    out = run(m, DeduplicateInitializers(), RemoveDeadNodes())
+    names = {i.name for i in out.graph.initializer}
+    assert len(names) == 4  # w1 == w2 merged; w3, the scalar 0 and the vector [0] stay apart
+    assert_equivalent(m, out)
+
+
+# ------------------------------------------------------------- remove-dead, toposort
+def test_remove_dead_nodes_keeps_unused_inputs():
+    m = make_model(
+        HEAD + """g (float[N, 4] x, float[N, 4] unused) => (float[N, 4] y) {
+            y = Relu (x)
+            dead = Sigmoid (x)
+            dead2 = MatMul (dead, w)
+        }""",
+        w=(4, 4),
+    )
+    out = run(m, RemoveDeadNodes())
+    assert op_counts(out) == {"Relu": 1}
+    assert [i.name for i in out.graph.input] == ["x", "unused"]
+    assert not out.graph.initializer
+    assert_equivalent(m, out)
+
+
+def test_toposort_orders_nodes():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            a = Relu (x)
+            y = Sigmoid (a)
+        }""",
+    )
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(reversed(nodes))
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    out = run(m, SortTopologically())
+    assert [n.op_type for n in out.graph.node] == ["Relu", "Sigmoid"]
+    onnx.checker.check_model(out, full_check=True)
+
+
+# ------------------------------------------------------------------- shape-inference
+def test_shape_inference_annotates_intermediates_but_not_interface():
+    m = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            a = Relu (x)
+            y = Sigmoid (a)
+        }""",
+    )
+    out = run(m, InferShapes())
+    vi = {v.name: v for v in out.graph.value_info}
+    dims = vi["a"].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 4]
+    assert out.graph.output[0] == m.graph.output[0]
