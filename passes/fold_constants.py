@@ -33,6 +33,10 @@ def _restore_outputs(graph: gs.Graph) -> int:
         if isinstance(out, gs.Constant):
             var = gs.Variable(out.name, dtype=out.dtype, shape=list(out.shape))
             const = gs.Constant(out.name + "_value", out.values)
+            for reader in list(out.outputs):
+                for i, t in enumerate(reader.inputs):
+                    if t is out:
+                        reader.inputs[i] = var
             graph.nodes.append(gs.Node("Constant", out.name + "_const", {"value": const}, outputs=[var]))
             graph.outputs[k] = var
             fixed += 1
