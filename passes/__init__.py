@@ -18,8 +18,8 @@ from __future__ import annotations
 from .base import FunctionalPass, InPlacePass, Pass, PassError, PassResult
 from .channel_pruning import ChannelPruning
 from .cleanup import Cleanup
-from .dead_code import RemoveDeadNodes
 from .cse import EliminateCommonSubexpressions
+from .dead_code import RemoveDeadNodes
 from .dedup_initializers import DeduplicateInitializers
 from .eliminate import EliminateIdentity, EliminateNoOps
 from .fold_constants import FoldConstants

@@ -9,8 +9,8 @@ changes (each rewrite can enable another), bounded by ``max_rounds``.
 
 from __future__ import annotations
 
-from .dead_code import RemoveDeadNodes
 from .cse import EliminateCommonSubexpressions
+from .dead_code import RemoveDeadNodes
 from .dedup_initializers import DeduplicateInitializers
 from .eliminate import EliminateIdentity, EliminateNoOps
 from .fold_constants import FoldConstants

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from importlib import metadata
 from typing import Any, TypeVar
 

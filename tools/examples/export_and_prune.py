@@ -14,10 +14,10 @@ import io
 
 import onnx
 import torch
+from onnxprune.passes import ChannelPruning, Cleanup
 from torch import nn
 
 import onnxprune
-from onnxprune.passes import ChannelPruning, Cleanup
 
 
 class SmallNet(nn.Module):
