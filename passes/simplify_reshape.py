@@ -8,7 +8,9 @@ replaced by a constant: static dimensions by their value, same-position symbolic
 (which, with ``allowzero=0``, copies the input's dimension), and at most one remaining unknown
 element by ``-1`` (inferred from the element count, which a Reshape preserves). Dimensions are
 compared through shape annotations, where one symbol names one value; nothing about symbolic
-sizes is guessed. The shape subgraph then becomes dead and is removed.
+sizes is guessed. A target ``[-1, prod(shape(x)[k:])]`` of the Reshape's own input ``x`` (or
+``[prod(shape(x)[:k]), -1]``) is ``Flatten(x, axis=k)``, whatever the sizes. The shape subgraph
+then becomes dead and is removed.
 """
 
 from __future__ import annotations
@@ -35,7 +37,27 @@ class _Dim:
     axis: int
 
 
-Elem = int | _Dim | None  # None: not known
+@dataclass(frozen=True)
+class _Prod:
+    """The product of some elements (``ReduceProd`` of a shape vector)."""
+
+    factors: tuple[object, ...]
+
+
+Elem = int | _Dim | _Prod | None  # None: not known
+
+
+def _static(e: object) -> int | None:
+    """The value of an element if it is the same for every input."""
+    if isinstance(e, int):
+        return e
+    if isinstance(e, _Dim) and e.tensor.shape is not None:
+        d = e.tensor.shape[e.axis]
+        return int(d) if isinstance(d, int | np.integer) and d >= 0 else None
+    if isinstance(e, _Prod):
+        vals = [_static(f) for f in e.factors]
+        return int(np.prod(vals)) if all(v is not None for v in vals) else None
+    return None
 
 
 def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
@@ -76,6 +98,20 @@ def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
     if op == "Squeeze":
         r = _resolve(node.inputs[0], depth + 1)
         return (r[0], True) if r is not None and len(r[0]) == 1 and not r[1] else None
+    if op == "ReduceProd":
+        r = _resolve(node.inputs[0], depth + 1)
+        axes = node.attrs.get("axes")
+        if len(node.inputs) > 1 and node.inputs[1].name:
+            v = const_value(node.inputs[1])
+            axes = None if v is None else v.reshape(-1).tolist()
+            if v is None:
+                return None
+        if r is None or r[1] or (axes not in (None, [], [0], [-1])):
+            return None
+        keep = int(node.attrs.get("keepdims", 1))
+        prod = _Prod(tuple(r[0]))
+        v = _static(prod)
+        return [v if v is not None else prod], not keep
     if op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
         r = _resolve(node.inputs[0], depth + 1)
         idx = const_value(node.inputs[1])
@@ -115,14 +151,12 @@ def _target(node: gs.Node) -> np.ndarray | None:
     xs = list(x.shape) if x.shape is not None else None
     out: list[int | None] = []
     for i, e in enumerate(elems):
-        if isinstance(e, int):
-            out.append(e)
+        v = _static(e)
+        if v is not None:
+            out.append(v)
             continue
         if isinstance(e, _Dim) and e.tensor.shape is not None:
             d = e.tensor.shape[e.axis]
-            if isinstance(d, int | np.integer) and d >= 0:
-                out.append(int(d))
-                continue
             if (
                 isinstance(d, str) and d
                 and xs is not None and i < len(xs) and xs[i] == d
@@ -138,6 +172,30 @@ def _target(node: gs.Node) -> np.ndarray | None:
     return np.array(out, dtype=np.int64)
 
 
+def _flatten_axis(node: gs.Node) -> int | None:
+    """``k`` when the target is ``[-1, prod(x.shape[k:])]`` or ``[prod(x.shape[:k]), -1]``
+    of the Reshape's own input ``x``: that is ``Flatten(x, axis=k)``."""
+    x = node.inputs[0]
+    resolved = _resolve(node.inputs[1])
+    if x.shape is None or resolved is None or resolved[1] or len(resolved[0]) != 2:
+        return None
+    rank = len(x.shape)
+    a, b = resolved[0]
+
+    def dims_of(e: object) -> list[int] | None:
+        if isinstance(e, _Dim):
+            e = _Prod((e,))
+        if not isinstance(e, _Prod) or not all(isinstance(f, _Dim) and f.tensor is x for f in e.factors):
+            return None
+        return [f.axis % rank for f in e.factors]  # type: ignore[union-attr]
+
+    if a == -1 and (d := dims_of(b)) and d == list(range(d[0], rank)):
+        return d[0]
+    if b == -1 and (d := dims_of(a)) and d == list(range(0, len(d))):
+        return len(d)
+    return None
+
+
 def simplify_reshape(graph: gs.Graph) -> int:
     """Replaces computed Reshape targets by constants where sound; returns the count."""
     done = 0
@@ -145,6 +203,15 @@ def simplify_reshape(graph: gs.Graph) -> int:
         if node.op != "Reshape" or len(node.inputs) < 2 or int(node.attrs.get("allowzero", 0)):
             continue
         if const_value(node.inputs[1]) is not None:
+            continue
+        axis = _flatten_axis(node)
+        if axis is not None:
+            node.op = "Flatten"
+            node.attrs.clear()
+            node.attrs["axis"] = axis
+            while len(node.inputs) > 1:
+                node.inputs.pop()
+            done += 1
             continue
         target = _target(node)
         if target is None:

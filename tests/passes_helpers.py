@@ -30,6 +30,25 @@ def interface(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return [(v.name, str(v.type)) for v in list(model.graph.input) + list(model.graph.output)]
 
 
+def symbolic_shapes(sess, batch: int, other: int = 5) -> dict[str, list[int]]:
+    """Concrete input shapes: the first symbolic dimension seen at axis 0 is ``batch``, any other
+    symbol ``other``; a symbol keeps one value across inputs (so a mask matches its ids)."""
+    values: dict[str, int] = {}
+    shapes: dict[str, list[int]] = {}
+    for inp in sess.get_inputs():
+        dims = []
+        for i, d in enumerate(inp.shape):
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+                continue
+            key = str(d)
+            if key not in values:
+                values[key] = batch if i == 0 else other
+            dims.append(values[key])
+        shapes[inp.name] = dims
+    return shapes
+
+
 def assert_equivalent(
     original: onnx.ModelProto, result: onnx.ModelProto, batches=(1, 2), tol: float = 1e-5,
     input_shapes=None,
@@ -39,7 +58,8 @@ def assert_equivalent(
     assert interface(result) == interface(original)
     s1, s2 = verify.session(original), verify.session(result)
     for b in batches:
-        feeds = verify.make_feeds(s1, input_shapes, seed=3 + b, batch=b)
+        shapes = input_shapes or symbolic_shapes(s1, b, other=3 + b)
+        feeds = verify.make_feeds(s1, shapes, seed=3 + b, batch=b)
         for a, c in zip(verify.run(s1, feeds), verify.run(s2, feeds)):
             assert a.shape == c.shape and a.dtype == c.dtype
             if a.dtype.kind == "f":

@@ -209,3 +209,16 @@ def test_verify_pass_fails_on_changed_outputs_and_names_the_pipeline():
     msg = str(err.value)
     assert "pass 'verify' (after cleanup, channel-pruning)" in msg
     assert "output 'output' differs" in msg
+
+
+@pytest.mark.parametrize("name", ["keras_transformer", "bert_tiny_legacy", "paddle_cnn", "densenet_legacy"])
+def test_cleanup_keeps_models_prunable(name):
+    """Cleanup never hides channels from analysis, and pruning the cleaned model is lossless."""
+    from onnxprune import api
+
+    from .conftest import ROOT, lossless
+
+    path = ROOT / "models" / "exports" / f"{name}.onnx"
+    cleaned = onnxprune.optimize(path, ["cleanup"])
+    assert api.analyze(cleaned).prunable_macs_share >= api.analyze(path).prunable_macs_share
+    lossless(cleaned)

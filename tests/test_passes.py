@@ -296,7 +296,7 @@ def test_fold_constants_keeps_graph_output_names():
 
 
 # ------------------------------------------------------------------ simplify-reshape
-def test_simplify_reshape_with_symbolic_batch():
+def test_simplify_reshape_flatten_pattern_becomes_flatten():
     m = make_model(
         HEAD + """g (float[N, 3, 4, 4] x) => (float[N, 48] y) {
             a = Relu (x)
@@ -309,9 +309,31 @@ def test_simplify_reshape_with_symbolic_batch():
         minus1=np.array([-1], dtype=np.int64),
     )
     out = run(m, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
+    assert op_counts(out) == {"Relu": 1, "Flatten": 1}
+    assert out.graph.node[1].attribute[0].i == 1
+    assert_equivalent(m, out, batches=(1, 3))
+
+
+def test_simplify_reshape_with_symbolic_batch_and_sequence():
+    m = make_model(
+        HEAD + """g (float[N, S, 12] x) => (float[N, S, 3, 4] y) {
+            a = Relu (x)
+            s = Shape (a)
+            n = Gather <axis = 0> (s, zero)
+            n1 = Unsqueeze (n, axis0)
+            q = Shape (x)
+            l = Slice (q, one, two)
+            t = Concat <axis = 0> (n1, l, three, minus1)
+            y = Reshape (a, t)
+        }""",
+        zero=np.array(0, dtype=np.int64), axis0=np.array([0], dtype=np.int64),
+        one=np.array([1], dtype=np.int64), two=np.array([2], dtype=np.int64),
+        three=np.array([3], dtype=np.int64), minus1=np.array([-1], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
     assert op_counts(out) == {"Relu": 1, "Reshape": 1}
     target = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[out.graph.node[1].input[1]]
-    assert target.tolist() == [0, -1]
+    assert target.tolist() == [0, 0, 3, -1]
     assert_equivalent(m, out, batches=(1, 3))
 
 
