@@ -387,3 +387,20 @@ def test_yaml_recipe_without_pyyaml(model_path, capsys, monkeypatch):
     assert main(["run", str(recipe)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'onnxprune[recipes]'" in err
+
+
+def test_docs_name_only_registered_passes():
+    """Pass lists in README and docs/passes.md resolve, and the docs table lists every built-in."""
+    import re
+
+    from onnxprune.passes import builtin
+
+    from onnxprune.pipeline import resolve_passes
+
+    texts = [(ROOT / "README.md").read_text(), (ROOT / "docs" / "passes.md").read_text()]
+    specs = [m for t in texts for m in re.findall(r"--passes ([^\s`]+)", t)]
+    assert len(specs) >= 3
+    for spec in specs:
+        resolve_passes(spec)
+    table = {m for m in re.findall(r"^\| `([a-z-]+)` \|", texts[1], flags=re.M)}
+    assert table == set(builtin())
