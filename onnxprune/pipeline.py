@@ -59,6 +59,17 @@ def resolve_passes(passes: Sequence[PassSpec] | str | None) -> list:
     return out
 
 
+def _as_model_source(obj: object) -> object:
+    """Accepts what exporters return: a ModelProto, or an object holding one (torch's
+    ``ONNXProgram.model_proto``), besides paths and loaded models."""
+    if isinstance(obj, onnx.ModelProto | Model | str | os.PathLike):
+        return obj
+    proto = getattr(obj, "model_proto", None)
+    if isinstance(proto, onnx.ModelProto):
+        return proto
+    raise UsageError(f"cannot optimize a {type(obj).__name__}: give a ModelProto, a path or a Model")
+
+
 @dataclass
 class OptimizeResult:
     """The optimized model and what ran."""
@@ -86,6 +97,7 @@ def run_passes(
     from onnxprune.passes import PassManager
 
     pass_list = resolve_passes(passes)
+    model_or_path = _as_model_source(model_or_path)
     if isinstance(model_or_path, Model):
         model = model_or_path
         nodes_before = len(model.graph.nodes)
@@ -118,7 +130,8 @@ def optimize(
 
     Args:
         model_or_path: a ``ModelProto`` (straight from torch.onnx.export, tf2onnx,
-            paddle2onnx; it is not modified), a path to an ``.onnx`` file, or a loaded Model.
+            paddle2onnx; it is not modified), torch's ``ONNXProgram``, a path to an ``.onnx``
+            file, or a loaded Model.
         passes: pass objects, registered names (``"fuse-bn"``, ``"channel-pruning:ratio=0.4"``)
             or a comma-separated string of names; default ``["cleanup"]``. The list runs to a
             fixed point; passes that must run once (pruning) run once.

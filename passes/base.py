@@ -154,7 +154,9 @@ class Pass:
         """
         why = self.requires(model)
         if why:
-            raise PassError(f"cannot run: {why}", self.name, history)
+            err = PassError(f"cannot run: {why}", self.name, history)
+            err.exit_code = 2  # the model or the options do not fit the pass: bad input
+            raise err
         before = interface_of(model) if self.preserves_interface else None
         fingerprint = None if self.in_place else _fingerprint(model)
         try:

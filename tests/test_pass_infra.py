@@ -243,6 +243,13 @@ def test_optimize_accepts_protos_paths_names_and_objects(tmp_path):
         onnxprune.optimize(path, output=path)
     with pytest.raises(UsageError, match="is not a pass"):
         onnxprune.optimize(proto, [42])
+    with pytest.raises(UsageError, match="cannot optimize a dict"):
+        onnxprune.optimize({}, ["cleanup"])
+
+    class Program:  # what torch.onnx.export(..., dynamo=True) returns holds the proto
+        model_proto = proto
+
+    assert len(onnxprune.optimize(Program()).graph.node) == len(written.graph.node)
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
@@ -300,7 +307,7 @@ def test_cli_optimize_errors_are_one_line(model_path, capsys, argv, needle):
     before = model_path.read_bytes()
     code = main(["optimize", str(model_path), *(["-o", str(model_path.with_name("x.onnx"))] if "-o" not in argv else []), *argv])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and needle in err
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err
     assert model_path.read_bytes() == before
 
 
