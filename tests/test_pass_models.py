@@ -211,14 +211,29 @@ def test_verify_pass_fails_on_changed_outputs_and_names_the_pipeline():
     assert "output 'output' differs" in msg
 
 
-@pytest.mark.parametrize("name", ["keras_transformer", "bert_tiny_legacy", "paddle_cnn", "densenet_legacy"])
-def test_cleanup_keeps_models_prunable(name):
-    """Cleanup never hides channels from analysis, and pruning the cleaned model is lossless."""
+@pytest.mark.parametrize(
+    "spec",
+    [("file", n) for n in ("keras_transformer", "bert_tiny_legacy", "vit_tiny_dynamo", "paddle_cnn", "densenet_legacy")]
+    + [("transformers", n) for n in ("gpt_like", "llama_like")],
+    ids=lambda s: s[1],
+)
+def test_cleanup_keeps_models_prunable(spec):
+    """Cleanup never hides channels from analysis, and pruning the cleaned model is lossless
+    (transformers at two sequence lengths)."""
     from onnxprune import api
 
     from .conftest import ROOT, lossless
+    from .test_transformer_pruning import _export_feeds, _feeds
 
-    path = ROOT / "models" / "exports" / f"{name}.onnx"
-    cleaned = onnxprune.optimize(path, ["cleanup"])
-    assert api.analyze(cleaned).prunable_macs_share >= api.analyze(path).prunable_macs_share
-    lossless(cleaned)
+    kind, name = spec
+    if kind == "file":
+        source = ROOT / "models" / "exports" / f"{name}.onnx"
+        feeds = _export_feeds(source) if "cnn" not in name and "net" not in name else None
+        original = onnx.load(str(source))
+    else:
+        original = source = TRANSFORMERS[name]()
+        feeds = _feeds(name, original)
+    cleaned = onnxprune.optimize(source, ["cleanup"])
+    assert len(cleaned.graph.node) <= len(original.graph.node)
+    assert api.analyze(cleaned).prunable_macs_share >= api.analyze(source).prunable_macs_share
+    lossless(cleaned, share=0.5, feed_shapes=feeds)
