@@ -21,7 +21,8 @@ from .rewrite import is_graph_output
 __all__ = ["EliminateCommonSubexpressions", "eliminate_common_subexpressions"]
 
 _NONDETERMINISTIC = frozenset(
-    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+     "Bernoulli", "Dropout"}
 )
 
 

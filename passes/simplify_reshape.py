@@ -7,8 +7,9 @@ symbolic dimension that the Reshape's input already has at the same position, th
 replaced by a constant: static dimensions by their value, same-position symbolic ones by ``0``
 (which, with ``allowzero=0``, copies the input's dimension), and at most one remaining unknown
 element by ``-1`` (inferred from the element count, which a Reshape preserves). Dimensions are
-compared through shape annotations, where one symbol names one value; nothing about symbolic
-sizes is guessed. A target ``[-1, prod(shape(x)[k:])]`` of the Reshape's own input ``x`` (or
+compared through shape annotations, where one symbol names one value (names that exporters
+give every unknown alike, such as ``?``, are not trusted); nothing about symbolic sizes is
+guessed. A target ``[-1, prod(shape(x)[k:])]`` of the Reshape's own input ``x`` (or
 ``[prod(shape(x)[:k]), -1]``) is ``Flatten(x, axis=k)``, whatever the sizes. The shape subgraph
 then becomes dead and is removed.
 """
@@ -142,7 +143,21 @@ def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
     return None
 
 
-def _target(node: gs.Node) -> np.ndarray | None:
+#: Names some exporters give every unknown dimension alike; equal names prove nothing there.
+_GENERIC_SYMBOLS = frozenset({"?", "-1", "None", "none", "null", "unk", "unknown", "dynamic", "*"})
+
+
+def untrusted_symbols(graph: gs.Graph) -> set[str]:
+    """Dimension names that may stand for different values: generic placeholders, and names a
+    graph input uses on two of its axes (an exporter naming all unknowns alike)."""
+    bad = set(_GENERIC_SYMBOLS)
+    for t in graph.inputs:
+        names = [d for d in (t.shape or []) if isinstance(d, str)]
+        bad.update(n for n in names if names.count(n) > 1)
+    return bad
+
+
+def _target(node: gs.Node, untrusted: set[str] | frozenset[str] = frozenset()) -> np.ndarray | None:
     x, shape = node.inputs[0], node.inputs[1]
     resolved = _resolve(shape)
     if resolved is None or resolved[1]:
@@ -155,10 +170,13 @@ def _target(node: gs.Node) -> np.ndarray | None:
         if v is not None:
             out.append(v)
             continue
+        if isinstance(e, _Dim) and e.tensor is x and xs is not None and e.axis % len(xs) == i:
+            out.append(0)  # the input's own dimension at this position: copy it
+            continue
         if isinstance(e, _Dim) and e.tensor.shape is not None:
             d = e.tensor.shape[e.axis]
             if (
-                isinstance(d, str) and d
+                isinstance(d, str) and d and d not in untrusted
                 and xs is not None and i < len(xs) and xs[i] == d
             ):
                 out.append(0)
@@ -199,6 +217,7 @@ def _flatten_axis(node: gs.Node) -> int | None:
 def simplify_reshape(graph: gs.Graph) -> int:
     """Replaces computed Reshape targets by constants where sound; returns the count."""
     done = 0
+    untrusted = untrusted_symbols(graph)
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or int(node.attrs.get("allowzero", 0)):
             continue
@@ -213,7 +232,7 @@ def simplify_reshape(graph: gs.Graph) -> int:
                 node.inputs.pop()
             done += 1
             continue
-        target = _target(node)
+        target = _target(node, untrusted)
         if target is None:
             continue
         node.inputs[1] = new_constant(graph, f"{node.name}.shape", target)

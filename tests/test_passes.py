@@ -337,6 +337,24 @@ def test_simplify_reshape_with_symbolic_batch_and_sequence():
     assert_equivalent(m, out, batches=(1, 3))
 
 
+def test_simplify_reshape_does_not_trust_generic_dimension_names():
+    text = HEAD + """g (float[D0, D1, 12] x, float[D0, D1] z) => (float[D0, D1, 3, 4] y) {
+            s = Shape (z)
+            b = Slice (s, zero, two)
+            t = Concat <axis = 0> (b, three, minus1)
+            y = Reshape (x, t)
+        }"""
+    consts = dict(zero=np.array([0], dtype=np.int64), two=np.array([2], dtype=np.int64),
+                  three=np.array([3], dtype=np.int64), minus1=np.array([-1], dtype=np.int64))
+    named = make_model(text.replace("D0", "batch").replace("D1", "seq"), **consts)
+    out = run(named, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
+    assert op_counts(out) == {"Reshape": 1}  # z's batch and seq are x's: a constant target
+    assert_equivalent(named, out, batches=(1, 3))
+    generic = make_model(text.replace("D0", '"?"').replace("D1", '"?"'), **consts)
+    out = run(generic, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
+    assert op_counts(out)["Shape"] == 1  # '?' names no single value
+
+
 def test_simplify_reshape_leaves_unknown_dimensions():
     m = make_model(
         HEAD + """g (float[N, 3, 4, 4] x, float[M, K] z) => (float[P, Q] y) {
