@@ -22,6 +22,7 @@ from .cse import EliminateCommonSubexpressions
 from .dead_code import RemoveDeadNodes
 from .dedup_initializers import DeduplicateInitializers
 from .eliminate import EliminateIdentity, EliminateNoOps
+from .fix_input_shapes import FixInputShapes
 from .fold_constants import FoldConstants
 from .fuse_affine import FuseAffine
 from .fuse_batchnorm import FoldBatchNorm, FuseBatchNorm
@@ -41,6 +42,7 @@ __all__ = [
     "EliminateCommonSubexpressions",
     "EliminateIdentity",
     "EliminateNoOps",
+    "FixInputShapes",
     "FoldBatchNorm",
     "FoldConstants",
     "FunctionalPass",

@@ -10,6 +10,7 @@ from onnxprune.passes import (
     EliminateCommonSubexpressions,
     EliminateIdentity,
     EliminateNoOps,
+    FixInputShapes,
     FoldConstants,
     FuseAffine,
     FuseBatchNorm,
@@ -463,3 +464,36 @@ def test_shape_inference_annotates_intermediates_but_not_interface():
     dims = vi["a"].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 4]
     assert out.graph.output[0] == m.graph.output[0]
+
+
+# ------------------------------------------------------------------ fix-input-shapes
+def test_fix_input_shapes_lets_all_shape_code_fold():
+    from models.transformers import TRANSFORMERS
+
+    from .passes_helpers import interface
+
+    m = TRANSFORMERS["bert_like"]()
+    dynamic = onnxprune.optimize(m, ["cleanup"])
+    fixed = onnxprune.optimize(m, [FixInputShapes({"input_ids": [2, 7], "attention_mask": [2, 7]}), "cleanup"])
+    assert op_counts(fixed)["Shape"] == 0 < op_counts(dynamic)["Shape"] + op_counts(m)["Shape"]
+    assert len(fixed.graph.node) <= len(dynamic.graph.node)
+    assert interface(fixed) != interface(m)  # on purpose: only [2, 7] is accepted now
+    shapes = {"input_ids": [2, 7], "attention_mask": [2, 7]}
+    from onnxprune import verify
+
+    s1, s2 = verify.session(m), verify.session(fixed)
+    feeds = verify.make_feeds(s1, shapes, seed=1)
+    for a, b in zip(verify.run(s1, feeds), verify.run(s2, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max())))
+
+
+def test_fix_input_shapes_refuses_contradictions():
+    from onnxprune.passes import PassError
+
+    m = make_model(HEAD + "g (float[N, 4] x) => (float[N, 4] y) { y = Relu (x) }")
+    with pytest.raises(PassError, match="static size"):
+        onnxprune.optimize(m, [FixInputShapes({"x": [2, 5]})])
+    with pytest.raises(PassError, match="no sizes given"):
+        onnxprune.optimize(m, ["fix-input-shapes"])
+    out = onnxprune.optimize(m, ["fix-input-shapes"], input_shapes={"x": [3, 4]})
+    assert [d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim] == [3, 4]
