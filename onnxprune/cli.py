@@ -376,9 +376,9 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "-optimized.onnx"))
     if Path(out).resolve() == Path(args.model).resolve():
         raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
-    passes = [p for p in args.passes.split(",") if p.strip()]
-    if args.check:
-        passes.append("verify")
+    from .pipeline import resolve_passes
+
+    passes = resolve_passes([p for p in args.passes.split(",") if p.strip()] + (["verify"] if args.check else []))
     original = load_proto(args.model)
     before = op_counts(original)
     t0 = time.perf_counter()
@@ -394,6 +394,9 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
         "op_counts_before": before, "op_counts_after": after,
         "size_before": _file_size(args.model), "size_after": _file_size(out), "seconds": elapsed,
     }
+    checks = _verify_results(passes)
+    if checks:
+        data["check"] = checks
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -401,9 +404,19 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{data['nodes_before']} → {data['nodes_after']} nodes, file size "
                   f"{human(data['size_before'], 'B')} → {human(data['size_after'], 'B')}; "
                   f"{len(res.trace)} pass runs [dim]({elapsed:.2f}s)[/dim]")
+    for name, diff in checks.items():
+        console.print(f"check '{name}': largest |difference| from the input model {diff:.3g}")
     if not res.converged:
         console.print(f"[yellow]passes still changed the model after {args.max_rounds} rounds[/yellow]")
     return 0
+
+
+def _verify_results(passes: list[Any]) -> dict[str, float]:
+    """Largest output differences found by the last verify pass of a pipeline."""
+    from .passes import VerifyOutputs
+
+    found = [p for p in passes if isinstance(p, VerifyOutputs) and p.max_abs]
+    return dict(found[-1].max_abs) if found else {}
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:

@@ -187,11 +187,13 @@ def run_recipe(
 ) -> dict[str, Any]:
     """Runs a recipe: optimize, write the output atomically, benchmark. Returns a summary."""
     from onnxprune.io import save_proto
-    from onnxprune.pipeline import run_passes
+    from onnxprune.passes import VerifyOutputs
+    from onnxprune.pipeline import resolve_passes, run_passes
 
+    passes = resolve_passes(_with_calibration(recipe.passes, recipe.calibration))
     res = run_passes(
         str(recipe.model),
-        _with_calibration(recipe.passes, recipe.calibration),
+        passes,
         input_shapes=recipe.input_shapes,
         max_rounds=recipe.max_rounds,
         on_pass=on_pass,
@@ -208,6 +210,9 @@ def run_recipe(
         "op_counts_before": op_counts(original),
         "op_counts_after": op_counts(res.proto),
     }
+    checks = [p for p in passes if isinstance(p, VerifyOutputs) and p.max_abs]
+    if checks:
+        summary["check"] = dict(checks[-1].max_abs)
     if recipe.calibration is not None:
         summary["calibration"] = str(recipe.calibration)
     if recipe.benchmark is not None:

@@ -6,15 +6,10 @@ a graph output, its producer is made to write that output tensor directly instea
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 __all__ = ["bypass", "consumers", "single_consumer", "new_constant", "is_graph_output"]
-
-_counter = itertools.count()
-
 
 def is_graph_output(graph: gs.Graph, t: gs.Tensor) -> bool:
     return any(o is t for o in graph.outputs)
@@ -42,9 +37,10 @@ def single_consumer(graph: gs.Graph, t: gs.Tensor) -> gs.Node | None:
 def new_constant(graph: gs.Graph, base: str, values: np.ndarray) -> gs.Constant:
     """A new initializer with a name not yet in ``graph``."""
     names = graph.tensors().keys()
-    name = base
+    name, k = base, 0
     while name in names:
-        name = f"{base}_{next(_counter)}"
+        k += 1
+        name = f"{base}_{k}"
     return gs.Constant(name, np.array(values, order="C"))  # (ascontiguousarray would make scalars 1-D)
 
 

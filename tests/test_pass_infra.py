@@ -286,6 +286,7 @@ def test_cli_optimize_table_and_json(model_path, capsys):
     assert main(["optimize", str(model_path), "-o", str(out), "--check"]) == 0
     text = capsys.readouterr().out
     assert "BatchNormalization" in text and "total" in text
+    assert "check 'output': largest |difference| from the input model" in text
     assert main(["optimize", str(model_path), "-o", str(out), "--passes", "fuse-bn,remove-dead", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["op_counts_after"].get("BatchNormalization", 0) == 0 < data["op_counts_before"]["BatchNormalization"]
@@ -349,6 +350,7 @@ def test_example_recipes_run(tmp_path, capsys, recipe):
     assert Path(summary["output"]) == out and out.is_file()
     assert summary["passes"].count("channel-pruning") == 1 and "verify" in summary["passes"]
     assert summary["benchmark"]["ratio"] > 0 and summary["benchmark"]["repeat"] == 10
+    assert set(summary["check"]) == {"logits"}
     assert model.read_bytes() == before
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
 

@@ -497,3 +497,32 @@ def test_fix_input_shapes_refuses_contradictions():
         onnxprune.optimize(m, ["fix-input-shapes"])
     out = onnxprune.optimize(m, ["fix-input-shapes"], input_shapes={"x": [3, 4]})
     assert [d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim] == [3, 4]
+
+
+# ------------------------------------------------------------------------ subgraphs
+def test_rewrites_follow_tensors_into_if_branches():
+    from onnx import TensorProto, helper
+
+    def v(n):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4])
+
+    then = helper.make_graph([helper.make_node("Relu", ["a"], ["t"]), helper.make_node("Identity", ["b"], ["t2"])],
+                             "then", [], [v("t"), v("t2")])
+    other = helper.make_graph([helper.make_node("Sigmoid", ["a"], ["e"]), helper.make_node("Neg", ["b"], ["e2"])],
+                              "else", [], [v("e"), v("e2")])
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a0"]),
+        helper.make_node("Relu", ["a0"], ["a"]),
+        helper.make_node("Relu", ["a0"], ["b"]),  # duplicate of a, read only inside the branches
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y", "y2"], then_branch=then, else_branch=other),
+    ]
+    g = helper.make_graph(nodes, "g", [v("x")], [v("y"), v("y2")],
+                          [onnx.numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out = run(m, "cleanup")
+    assert op_counts(out) == {"ReduceSum": 1, "Relu": 1, "Greater": 1, "If": 1}
+    branch_inputs = {i for n in out.graph.node if n.op_type == "If" for a in n.attribute for x in a.g.node for i in x.input}
+    assert branch_inputs == {"a"}
+    assert_equivalent(m, out)
