@@ -126,16 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     po = sub.add_parser(
         "optimize",
         help="run graph passes (cleanup, BatchNorm fusion, pruning, verification) over a model",
-        description="Runs a list of passes over a model to a fixed point and writes the result "
-        "atomically, with a before/after table of node counts. Passes are named as `onnxprune "
-        "passes` lists them; options follow the name after colons, values read as JSON: "
-        "channel-pruning:ratio=0.4:round_to=8. Graph inputs and outputs keep their names, types "
-        "and shapes.",
+        description="Runs a list of passes over a model to a fixed point and writes the result\n"
+        "atomically, with a before/after table of node counts. Passes are named as\n"
+        "`onnxprune passes` lists them; options follow the name after colons, values read\n"
+        "as JSON: channel-pruning:ratio=0.4:round_to=8. Graph inputs and outputs keep their\n"
+        "names, types and shapes (except with fix-input-shapes, which fixes symbolic sizes).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  onnxprune optimize model.onnx -o clean.onnx\n"
         "  onnxprune optimize model.onnx -o out.onnx --passes fuse-bn,eliminate-identity,remove-dead\n"
-        "  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9\n",
+        "  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9\n"
+        "  onnxprune optimize bert.onnx -o bert-1x128.onnx --input-shape input_ids:1,128 --passes fix-input-shapes,cleanup\n",
     )
     po.add_argument("model", help="input .onnx file (never modified)")
     po.add_argument("-o", "--output", help="output .onnx file (default: <model>-optimized.onnx beside the input)")
@@ -158,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "run",
         help="optimize a model as a recipe file (JSON, or YAML with pyyaml) says",
-        description="Reads a recipe (model, output, passes with options, optional calibration "
-        "data and benchmark settings), runs the passes, writes the output atomically and, if "
-        "asked, times input and output in turns and reports the latency ratio. Relative paths "
-        "in the recipe are relative to the recipe file.",
+        description="Reads a recipe (model, output, passes with options, optional calibration data\n"
+        "and benchmark settings), runs the passes, writes the output atomically and, if asked,\n"
+        "times input and output in turns and reports the latency ratio. Relative paths in the\n"
+        "recipe are relative to the recipe file.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipe (JSON):\n"
         '  {"model": "model.onnx", "output": "small.onnx",\n'
