@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.errors import OnnxPruneError
+from onnxprune.errors import OnnxPruneError, PassError
 from onnxprune.graph import Model
 
 __all__ = [
@@ -37,25 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class PassError(OnnxPruneError):
-    """A pass failed, or broke its pre/postcondition.
-
-    Attributes:
-        pass_name: the pass that failed.
-        history: names of the passes that ran before it, in order.
-    """
-
-    exit_code = 4
-
-    def __init__(self, message: str, pass_name: str = "", history: Sequence[str] = ()) -> None:
-        self.pass_name = pass_name
-        self.history = list(history)
-        self.reason = message
-        where = f"pass '{pass_name}'" if pass_name else "pass"
-        after = f" (after {', '.join(self.history)})" if self.history else " (first pass)"
-        super().__init__(f"{where}{after}: {message}" if pass_name else message)
 
 
 @dataclass
