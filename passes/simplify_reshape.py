@@ -26,6 +26,7 @@ from onnxprune.graph import Model, const_value
 from .base import InPlacePass, PassResult
 from .registry import register
 from .rewrite import new_constant
+from .shape_inference import infer_shapes
 
 __all__ = ["SimplifyReshape", "simplify_reshape"]
 
@@ -59,6 +60,19 @@ def _static(e: object) -> int | None:
         vals = [_static(f) for f in e.factors]
         return int(np.prod(vals)) if all(v is not None for v in vals) else None
     return None
+
+
+def _div(a: int, b: int) -> int | None:
+    # Integer Div truncates toward zero in onnxruntime; only exact, non-negative cases are used.
+    return a // b if b > 0 and a >= 0 else None
+
+
+_ARITHMETIC = {
+    "Add": lambda a, b: a + b,
+    "Sub": lambda a, b: a - b,
+    "Mul": lambda a, b: a * b,
+    "Div": _div,
+}
 
 
 def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
@@ -99,6 +113,20 @@ def _resolve(t: gs.Tensor, depth: int = 0) -> tuple[list[Elem], bool] | None:
     if op == "Squeeze":
         r = _resolve(node.inputs[0], depth + 1)
         return (r[0], True) if r is not None and len(r[0]) == 1 and not r[1] else None
+    if op in _ARITHMETIC and len(node.inputs) == 2:
+        a, b = _resolve(node.inputs[0], depth + 1), _resolve(node.inputs[1], depth + 1)
+        if a is None or b is None:
+            return None
+        n = max(len(a[0]), len(b[0]))
+        if {len(a[0]), len(b[0])} - {1, n}:
+            return None
+        left = a[0] * n if len(a[0]) == 1 else a[0]
+        right = b[0] * n if len(b[0]) == 1 else b[0]
+        out = []
+        for x, y in zip(left, right):
+            vx, vy = _static(x), _static(y)
+            out.append(None if vx is None or vy is None else _ARITHMETIC[op](vx, vy))
+        return out, a[1] and b[1]
     if op == "ReduceProd":
         r = _resolve(node.inputs[0], depth + 1)
         axes = node.attrs.get("axes")
@@ -246,5 +274,24 @@ class SimplifyReshape(InPlacePass):
 
     name = "simplify-reshape"
 
+    def __init__(self, infer: bool = True, max_sweeps: int = 64) -> None:
+        """
+        Args:
+            infer: after a sweep that made targets constant, infer shapes again and sweep
+                again: a network of Reshapes whose targets read earlier Reshapes' outputs
+                (channel shuffles, head splits) then settles in one pass instead of one
+                fixed-point round per layer.
+            max_sweeps: bound on those sweeps.
+        """
+        self.infer = infer
+        self.max_sweeps = max_sweeps
+
     def run(self, model: Model) -> PassResult:
-        return PassResult(model, simplify_reshape(model.graph) > 0)
+        total = 0
+        for _ in range(self.max_sweeps if self.infer else 1):
+            n = simplify_reshape(model.graph)
+            total += n
+            if not n or not self.infer:
+                break
+            infer_shapes(model)
+        return PassResult(model, total > 0)
