@@ -526,3 +526,28 @@ def test_rewrites_follow_tensors_into_if_branches():
     branch_inputs = {i for n in out.graph.node if n.op_type == "If" for a in n.attribute for x in a.g.node for i in x.input}
     assert branch_inputs == {"a"}
     assert_equivalent(m, out)
+
+
+def test_simplify_reshape_channel_shuffle_arithmetic():
+    """``view(b, groups, c // groups, h, w)`` with every size read from ``x.size()``."""
+    m = make_model(
+        HEAD + """g (float[N, 8, 4, 4] x) => (float[N, 2, 4, 4, 4] y) {
+            s = Shape (x)
+            b = Gather <axis = 0> (s, i0)
+            c = Gather <axis = 0> (s, i1)
+            cg = Div (c, two)
+            hw = Slice (s, i2v, i4v)
+            b1 = Unsqueeze (b, axes)
+            cg1 = Unsqueeze (cg, axes)
+            t = Concat <axis = 0> (b1, twov, cg1, hw)
+            y = Reshape (x, t)
+        }""",
+        i0=np.array(0, dtype=np.int64), i1=np.array(1, dtype=np.int64), two=np.array(2, dtype=np.int64),
+        i2v=np.array([2], dtype=np.int64), i4v=np.array([4], dtype=np.int64), axes=np.array([0], dtype=np.int64),
+        twov=np.array([2], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), SimplifyReshape(), RemoveDeadNodes())
+    assert op_counts(out) == {"Reshape": 1}
+    target = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[out.graph.node[0].input[1]]
+    assert target.tolist() == [0, 2, 4, 4, 4]
+    assert_equivalent(m, out, batches=(1, 3))
