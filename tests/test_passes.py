@@ -551,3 +551,78 @@ def test_simplify_reshape_channel_shuffle_arithmetic():
     target = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[out.graph.node[0].input[1]]
     assert target.tolist() == [0, 2, 4, 4, 4]
     assert_equivalent(m, out, batches=(1, 3))
+
+
+# -------------------------------------------- neutral constants, chains through Transposes
+def test_neutral_constants_are_removed_unless_they_broadcast():
+    m = make_model(
+        HEAD + """g (float[N, 4, 3] x) => (float[N, 4, 3] y) {
+            r = Relu (x)
+            a = Add (r, zeros)
+            b = Mul (ones, a)
+            c = Sub (b, zero)
+            y = Div (c, one)
+        }""",
+        zeros=np.zeros((4, 1), np.float32), ones=np.ones((1, 3), np.float32),
+        zero=np.zeros((), np.float32), one=np.ones((1,), np.float32),
+    )
+    out = run(m, InferShapes(), EliminateNoOps(), RemoveDeadNodes())
+    assert op_counts(out) == {"Relu": 1}
+    assert_equivalent(m, out)
+    widening = make_model(
+        HEAD + """g (float[N, 4, 3] x) => (float[2, N, 4, 3] y) {
+            r = Relu (x)
+            y = Add (r, zeros)
+        }""",
+        zeros=np.zeros((2, 1, 4, 3), np.float32),
+    )
+    assert op_counts(run(widening, InferShapes(), EliminateNoOps())) == {"Relu": 1, "Add": 1}
+    subtracted_from = make_model(
+        HEAD + """g (float[N, 4] x) => (float[N, 4] y) {
+            r = Relu (x)
+            y = Sub (zero, r)
+        }""",
+        zero=np.zeros((1,), np.float32),
+    )
+    assert op_counts(run(subtracted_from, InferShapes(), EliminateNoOps())) == {"Relu": 1, "Sub": 1}
+
+
+def test_reshape_chains_through_data_preserving_transpose():
+    m = make_model(
+        HEAD + """g (float[N, 49, 8] x) => (float[N, 7, 7, 8] y) {
+            a = Reshape (x, t1)
+            b = Transpose <perm = [0, 1, 3, 2, 4, 5]> (a)
+            y = Reshape (b, t2)
+        }""",
+        t1=np.array([-1, 1, 1, 7, 7, 8], dtype=np.int64), t2=np.array([0, 7, 7, 8], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), EliminateNoOps(), RemoveDeadNodes())
+    assert op_counts(out) == {"Reshape": 1}
+    assert_equivalent(m, out, batches=(1, 3))
+
+
+def test_transpose_that_moves_data_blocks_the_chain():
+    m = make_model(
+        HEAD + """g (float[N, 6, 8] x) => (float[N, 48] y) {
+            b = Transpose <perm = [0, 2, 1]> (x)
+            y = Reshape (b, t)
+        }""",
+        t=np.array([0, -1], dtype=np.int64),
+    )
+    assert op_counts(run(m, InferShapes(), EliminateNoOps())) == {"Transpose": 1, "Reshape": 1}
+
+
+def test_consecutive_slices_on_disjoint_axes_merge():
+    m = make_model(
+        HEAD + """g (float[N, 8, 8, 4] x) => (float[N, 4, 4, 4] y, float[N, 4, 4, 4] z) {
+            a = Slice (x, s0, big, ax1, two)
+            y = Slice (a, s0, big, ax2, two)
+            z = Slice (a, s1, big, ax2, two)
+        }""",
+        s0=np.array([0], dtype=np.int64), s1=np.array([1], dtype=np.int64),
+        big=np.array([2**62], dtype=np.int64), ax1=np.array([1], dtype=np.int64),
+        ax2=np.array([-2], dtype=np.int64), two=np.array([2], dtype=np.int64),
+    )
+    out = run(m, InferShapes(), EliminateNoOps(), RemoveDeadNodes())
+    assert op_counts(out) == {"Slice": 2}
+    assert_equivalent(m, out, batches=(1, 3))
