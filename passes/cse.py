@@ -16,7 +16,7 @@ from onnxprune.graph import Model
 
 from .base import InPlacePass, PassResult
 from .registry import register
-from .rewrite import is_graph_output
+from .rewrite import compact, detach, is_graph_output
 
 __all__ = ["EliminateCommonSubexpressions", "eliminate_common_subexpressions"]
 
@@ -70,10 +70,9 @@ def eliminate_common_subexpressions(graph: gs.Graph) -> int:
                 for i, t in enumerate(reader.inputs):
                     if t is mine:
                         reader.inputs[i] = theirs
-        node.inputs.clear()
-        node.outputs.clear()
-        graph.nodes.remove(node)
+        detach(node)
         merged += 1
+    compact(graph)
     return merged
 
 

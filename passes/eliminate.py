@@ -26,7 +26,7 @@ from onnxprune.graph import Model, const_value
 
 from .base import InPlacePass, PassResult
 from .registry import register
-from .rewrite import bypass, is_graph_output, new_constant
+from .rewrite import bypass, compact, is_graph_output, new_constant
 
 __all__ = ["EliminateIdentity", "EliminateNoOps", "eliminate_identity", "eliminate_noops"]
 
@@ -185,7 +185,7 @@ def _compose_transposes(graph: gs.Graph) -> int:
     """``Transpose(Transpose(x, p), q)`` is ``Transpose(x, p[q])``."""
     done = 0
     for node in list(graph.nodes):
-        if node.op != "Transpose" or node not in graph.nodes:
+        if node.op != "Transpose" or not node.outputs:
             continue
         x = node.inputs[0]
         if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op != "Transpose":
@@ -306,6 +306,7 @@ def _slice_params(node: gs.Node, rank: int | None) -> tuple[list[int], ...] | No
 def _merge_slices(graph: gs.Graph) -> int:
     """``Slice(Slice(x, axes=a), axes=b)`` with disjoint axes is one Slice over ``a + b``."""
     done = 0
+    taken = set(graph.tensors())
     for node in list(graph.nodes):
         if node.op != "Slice":
             continue
@@ -320,7 +321,7 @@ def _merge_slices(graph: gs.Graph) -> int:
             continue
         merged = [np.array(a + b, dtype=np.int64) for a, b in zip(p, q)]
         names = ("starts", "ends", "axes", "steps")
-        consts = [new_constant(graph, f"{node.name}.{n}", v) for n, v in zip(names, merged)]
+        consts = [new_constant(graph, f"{node.name}.{n}", v, taken) for n, v in zip(names, merged)]
         while len(node.inputs) > 0:
             node.inputs.pop()
         node.inputs.extend([inner.inputs[0], *consts])
@@ -332,7 +333,7 @@ def _merge_squeeze_unsqueeze(graph: gs.Graph) -> int:
     """``Unsqueeze(Squeeze(x, axes), axes)`` with the same constant axes is ``x``."""
     done = 0
     for node in list(graph.nodes):
-        if node.op != "Unsqueeze" or node not in graph.nodes:
+        if node.op != "Unsqueeze" or not node.outputs:
             continue
         x = node.inputs[0]
         if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op != "Squeeze":
@@ -389,18 +390,24 @@ def _eliminate_neutral(graph: gs.Graph) -> int:
 
 def eliminate_identity(graph: gs.Graph) -> int:
     """Removes Identity and inference-mode Dropout nodes; returns the count."""
-    return _eliminate(graph, _IDENTITY)
+    n = _eliminate(graph, _IDENTITY)
+    compact(graph)
+    return n
 
 
 def eliminate_noops(graph: gs.Graph) -> int:
     """Removes no-op shape/type ops and shortens Transpose/Reshape chains; returns the count."""
-    n = (
-        _compose_transposes(graph) + _compose_reshapes(graph) + _merge_squeeze_unsqueeze(graph)
-        + _merge_slices(graph)
-    )
+    n = 0
+    for step in (_compose_transposes, _compose_reshapes, _merge_squeeze_unsqueeze, _merge_slices):
+        n += step(graph)
+        compact(graph)
     if n:
         graph.cleanup(remove_unused_graph_inputs=False)
-    return n + _eliminate(graph, _NOOPS) + _eliminate_neutral(graph)
+    n += _eliminate(graph, _NOOPS)
+    compact(graph)
+    n += _eliminate_neutral(graph)
+    compact(graph)
+    return n
 
 
 @register

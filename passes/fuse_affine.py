@@ -22,7 +22,7 @@ from onnxprune.graph import Model, const_value
 
 from .base import InPlacePass, PassResult
 from .registry import register
-from .rewrite import new_constant, single_consumer
+from .rewrite import compact, detach, new_constant, single_consumer
 
 __all__ = ["FuseAffine", "fuse_affine"]
 
@@ -85,10 +85,8 @@ def _fold(graph: gs.Graph, prod: gs.Node, node: gs.Node) -> bool:
         if prod.op == "Gemm":
             prod.attrs["beta"] = 1.0
     out = node.outputs[0]
-    node.inputs.clear()
-    node.outputs.clear()
+    detach(node)
     prod.outputs[0] = out
-    graph.nodes.remove(node)
     return True
 
 
@@ -104,6 +102,7 @@ def fuse_affine(graph: gs.Graph) -> int:
             if node.inputs[0] is node.inputs[1] or not _fold(graph, prod, node):
                 break
             folded += 1
+    compact(graph)
     return folded
 
 

@@ -28,7 +28,7 @@ from onnxprune.graph import Model, const_value
 
 from .base import InPlacePass, PassResult
 from .registry import register
-from .rewrite import new_constant, single_consumer
+from .rewrite import compact, detach, new_constant, single_consumer
 
 __all__ = ["FuseBatchNorm", "FoldBatchNorm", "fuse_batchnorm"]
 
@@ -96,10 +96,8 @@ def _fuse(graph: gs.Graph, prod: gs.Node, bn: gs.Node) -> bool:
         prod.inputs.append(bias)
     # The producer now writes the BatchNorm's output tensor (graph output names survive).
     out = bn.outputs[0]
-    bn.inputs.clear()
-    bn.outputs.clear()
+    detach(bn)
     prod.outputs[0] = out
-    graph.nodes.remove(bn)
     return True
 
 
@@ -117,6 +115,7 @@ def fuse_batchnorm(graph: gs.Graph) -> int:
             continue
         if _fuse(graph, prod, bn):
             fused += 1
+    compact(graph)
     return fused
 
 

@@ -16,7 +16,7 @@ from onnxprune.graph import Model, const_value
 
 from .base import InPlacePass, PassResult
 from .registry import register
-from .rewrite import single_consumer
+from .rewrite import compact, detach, single_consumer
 
 __all__ = ["FusePad", "fuse_pad"]
 
@@ -69,10 +69,9 @@ def fuse_pad(graph: gs.Graph) -> int:
             continue
         node.attrs["pads"] = [int(v) for v in np.concatenate([old[:spatial] + begin[2:], old[spatial:] + end[2:]])]
         node.inputs[0] = pad.inputs[0]
-        pad.inputs.clear()
-        pad.outputs.clear()
-        graph.nodes.remove(pad)
+        detach(pad)
         fused += 1
+    compact(graph)
     return fused
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.graph import Model
-from onnxprune.io import _SHAPE_PRESERVING, EXTERNAL_DATA_THRESHOLD, initializer_bytes
+from onnxprune.io import _SHAPE_PRESERVING
 
 from .base import InPlacePass, PassResult
 from .registry import register
@@ -43,15 +44,32 @@ def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int, list[int | str | None] | No
     return tt.elem_type, dims
 
 
+#: Initializers up to this many elements keep their values for data propagation (shape
+#: vectors, axes); bigger ones become typed graph inputs, so inference never copies weights.
+_KEEP_VALUES = 64
+
+
+def _drop_weights(proto: onnx.ModelProto) -> None:
+    g = proto.graph
+    listed = {i.name for i in g.input}
+    keep = []
+    for init in g.initializer:
+        if int(np.prod(init.dims, dtype=np.int64)) <= _KEEP_VALUES:
+            keep.append(init)
+        elif init.name not in listed:
+            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    kept = [onnx.TensorProto.FromString(t.SerializeToString()) for t in keep]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+
+
 def infer_shapes(model: Model) -> int:
     """Annotates the graph's intermediate tensors in place; returns how many changed."""
     proto = model.to_proto()
-    if initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD:
-        log.info("shape inference skipped: model over the protobuf limit")
-        return 0
     # Stale annotations (left by an exporter, or by a rewrite that changed a width) would
     # conflict with what inference finds; infer from the graph alone.
     del proto.graph.value_info[:]
+    _drop_weights(proto)
     inferred = proto
     for _ in range(4):
         try:

@@ -246,6 +246,7 @@ def simplify_reshape(graph: gs.Graph) -> int:
     """Replaces computed Reshape targets by constants where sound; returns the count."""
     done = 0
     untrusted = untrusted_symbols(graph)
+    taken = set(graph.tensors())
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or int(node.attrs.get("allowzero", 0)):
             continue
@@ -263,7 +264,7 @@ def simplify_reshape(graph: gs.Graph) -> int:
         target = _target(node, untrusted)
         if target is None:
             continue
-        node.inputs[1] = new_constant(graph, f"{node.name}.shape", target)
+        node.inputs[1] = new_constant(graph, f"{node.name}.shape", target, taken)
         done += 1
     return done
 
