@@ -49,8 +49,11 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
 
     outputs = {id(t) for t in graph.outputs}
     n_before = len(graph.nodes)
+    import onnxruntime as ort
+
     before = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR  # the folder logs every node it leaves alone
+    ort.set_default_logger_severity(3)  # and its onnxruntime sessions warn about their own rewrites
     try:
         graph.toposort()
         graph.fold_constants(
@@ -64,6 +67,7 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
         graph.cleanup(remove_unused_graph_inputs=False)
     finally:
         G_LOGGER.severity = before
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
     return len(graph.nodes) < n_before
 
 

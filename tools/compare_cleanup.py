@@ -2,6 +2,8 @@
 
     pip install onnxslim onnxsim==0.8.1        # for this script only; not dependencies
     python tools/compare_cleanup.py --write docs/passes.md
+    python tools/compare_cleanup.py --write docs/passes.md \
+        --torchvision resnet50,mobilenet_v3_small,shufflenet_v2_x0_5,convnext_tiny,swin_t
 
 Runs the three tools on every model of the zoo (models/zoo.py, models/transformers.py) and on the
 committed exports (models/exports), checks in onnxruntime that each result's outputs equal the
@@ -30,6 +32,33 @@ from models.zoo import ZOO  # noqa: E402
 from onnxprune import verify  # noqa: E402
 
 BEGIN, END = "<!-- compare_cleanup:begin -->", "<!-- compare_cleanup:end -->"
+TV_BEGIN, TV_END = "<!-- compare_cleanup_torchvision:begin -->", "<!-- compare_cleanup_torchvision:end -->"
+
+
+def torchvision_models(names: list[str]) -> dict[str, onnx.ModelProto]:
+    """Full-size torchvision networks (random weights), exported with both torch exporters and a
+    dynamic batch; needs torch and torchvision."""
+    import io
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from torchvision_compat import import_torchvision
+
+    tv = import_torchvision()
+    out: dict[str, onnx.ModelProto] = {}
+    for name in names:
+        torch.manual_seed(0)
+        net = getattr(tv.models, name)().eval()
+        x = torch.randn(2, 3, 224, 224)
+        buf = io.BytesIO()
+        torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})
+        out[f"torchvision/{name} (legacy)"] = onnx.load_from_string(buf.getvalue())
+        program = torch.onnx.export(net, (x,), dynamo=True, external_data=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+        out[f"torchvision/{name} (dynamo)"] = program.model_proto
+    return out
 
 
 def models() -> dict[str, onnx.ModelProto]:
@@ -100,9 +129,9 @@ def run_onnxsim(m: onnx.ModelProto) -> onnx.ModelProto:
 TOOLS = {"onnxprune cleanup": run_ours, "onnxslim": run_onnxslim, "onnxsim": run_onnxsim}
 
 
-def measure(only: list[str] | None = None) -> list[dict[str, object]]:
+def measure(only: list[str] | None = None, source: dict[str, onnx.ModelProto] | None = None) -> list[dict[str, object]]:
     rows = []
-    for name, model in models().items():
+    for name, model in (source if source is not None else models()).items():
         if only and not any(o in name for o in only):
             continue
         row: dict[str, object] = {"model": name, "original": len(model.graph.node)}
@@ -154,19 +183,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="FILE", help="replace the table between the markers in FILE")
     parser.add_argument("--only", action="append", help="models whose name contains this (repeatable)")
+    parser.add_argument(
+        "--torchvision",
+        metavar="NAME,NAME",
+        help="instead of the zoo and committed exports, export these full-size torchvision "
+        "models with both torch exporters (needs torch); written between the torchvision markers",
+    )
     args = parser.parse_args(argv)
-    rows = measure(args.only)
+    source = torchvision_models(args.torchvision.split(",")) if args.torchvision else None
+    rows = measure(args.only, source)
     text = table(rows) + f"\nNode counts (fewer is better); outputs equal to the original within 1e-5 of scale. {versions()}.\n"
     print(text)
     if args.write:
+        begin, end = (TV_BEGIN, TV_END) if args.torchvision else (BEGIN, END)
         path = Path(args.write)
         doc = path.read_text()
-        if BEGIN not in doc or END not in doc:
-            print(f"{path}: markers {BEGIN} / {END} not found", file=sys.stderr)
+        if begin not in doc or end not in doc:
+            print(f"{path}: markers {begin} / {end} not found", file=sys.stderr)
             return 2
-        pre, rest = doc.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
-        path.write_text(pre + BEGIN + "\n" + text + END + post)
+        pre, rest = doc.split(begin, 1)
+        _, post = rest.split(end, 1)
+        path.write_text(pre + begin + "\n" + text + end + post)
     return 0
 
 
