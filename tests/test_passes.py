@@ -626,3 +626,52 @@ def test_consecutive_slices_on_disjoint_axes_merge():
     out = run(m, InferShapes(), EliminateNoOps(), RemoveDeadNodes())
     assert op_counts(out) == {"Slice": 2}
     assert_equivalent(m, out, batches=(1, 3))
+
+
+# ---------------------------------------------------------------- random op chains
+_STEPS = {
+    "relu": ("Relu", "", []),
+    "identity": ("Identity", "", []),
+    "dropout": ("Dropout", "", []),
+    "cast": ("Cast", "<to = 1>", []),
+    "transpose_id": ("Transpose", "<perm = [0, 1, 2]>", []),
+    "transpose_swap": ("Transpose", "<perm = [0, 2, 1]>", []),
+    "concat1": ("Concat", "<axis = 1>", []),
+    "reshape_same": ("Reshape", "", ["same"]),
+    "add_zero": ("Add", "", ["zero"]),
+    "mul_one": ("Mul", "", ["one"]),
+    "add_bias": ("Add", "", ["bias"]),
+    "sigmoid": ("Sigmoid", "", []),
+}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cleanup_on_random_op_chains(seed):
+    """Random chains of real and no-op ops: cleanup keeps outputs and drops every no-op."""
+    rng = np.random.default_rng(seed)
+    names = rng.choice(sorted(_STEPS), size=8).tolist()
+    lines, cur, shape = [], "x", [4, 4]
+    for i, key in enumerate(names):
+        op, attrs, extra = _STEPS[key]
+        if key == "transpose_swap":
+            shape = shape[::-1]
+        if key == "reshape_same":
+            extra = [f"same{shape[0]}{shape[1]}"]
+        lines.append(f"v{i} = {op} {attrs} ({', '.join([cur, *extra])})")
+        cur = f"v{i}"
+    lines.append(f"y = Relu ({cur})")
+    text = HEAD + f"g (float[N, 4, 4] x) => (float[N, {shape[0]}, {shape[1]}] y) {{\n" + "\n".join(lines) + "\n}"
+    m = make_model(
+        text, zero=np.zeros((1,), np.float32), one=np.ones((4,), np.float32),
+        bias=RNG.standard_normal((4,)).astype(np.float32), same44=np.array([0, 4, 4], dtype=np.int64),
+    )
+    out = run(m, "cleanup")
+    ops = op_counts(out)
+    for gone in ("Identity", "Dropout", "Cast", "Concat", "Reshape"):
+        assert ops[gone] == 0, (names, ops)
+    swaps = names.count("transpose_swap")
+    # adjacent swaps cancel in pairs; swaps separated by real ops stay
+    assert ops["Transpose"] <= swaps and ops["Transpose"] % 2 == swaps % 2, (names, ops)
+    kept = sum(names.count(k) for k in ("relu", "sigmoid", "add_bias")) + 1
+    assert sum(ops.values()) <= kept + ops["Transpose"], (names, ops)
+    assert_equivalent(m, out)
