@@ -49,6 +49,10 @@ examples:
   onnxprune profile model.onnx --by node           MACs and params per node (or --by op / --by group)
   onnxprune bench model.onnx --ep cpu,cuda --batch 1,8
   onnxprune compare model.onnx small.onnx --ep cpu --report report/
+  onnxprune optimize model.onnx -o clean.onnx     fold constants, fuse BatchNorm, drop no-ops
+  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9
+  onnxprune run recipe.json                        optimize, verify and benchmark as a recipe file says
+  onnxprune passes                                 list the passes --passes and recipes can name
 """
 
 
@@ -183,6 +187,64 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("-o", "--output", help="where to write the pruned model (default: a temporary folder)")
     pd.add_argument("--repeat", type=int, default=30, help="timed runs per model (default 30)")
     pd.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
+
+    po = sub.add_parser(
+        "optimize",
+        help="run graph passes (cleanup, BatchNorm fusion, pruning, verification) over a model",
+        description="Runs a list of passes over a model to a fixed point and writes the result\n"
+        "atomically, with a before/after table of node counts. Passes are named as\n"
+        "`onnxprune passes` lists them; options follow the name after colons, values read\n"
+        "as JSON: channel-pruning:ratio=0.4:round_to=8. Graph inputs and outputs keep their\n"
+        "names, types and shapes (except with fix-input-shapes, which fixes symbolic sizes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  onnxprune optimize model.onnx -o clean.onnx\n"
+        "  onnxprune optimize model.onnx -o out.onnx --passes fuse-bn,eliminate-identity,remove-dead\n"
+        "  onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9\n"
+        "  onnxprune optimize bert.onnx -o bert-1x128.onnx --input-shape input_ids:1,128 --passes fix-input-shapes,cleanup\n",
+    )
+    po.add_argument("model", help="input .onnx file (never modified)")
+    po.add_argument("-o", "--output", help="output .onnx file (default: <model>-optimized.onnx beside the input)")
+    po.add_argument(
+        "--passes",
+        default="cleanup",
+        metavar="P1,P2,...",
+        help="comma-separated passes, each NAME or NAME:key=value:... (default: cleanup)",
+    )
+    po.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME:D0,D1,...",
+        help="sizes of symbolic input dimensions, for passes that analyse shapes (repeatable)",
+    )
+    po.add_argument("--max-rounds", type=int, default=8, metavar="N", help="fixed-point step bound (default 8)")
+    po.add_argument("--check", action="store_true", help="append a 'verify' pass: compare outputs with the input model")
+    po.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    pr = sub.add_parser(
+        "run",
+        help="optimize a model as a recipe file (JSON, or YAML with pyyaml) says",
+        description="Reads a recipe (model, output, passes with options, optional calibration data\n"
+        "and benchmark settings), runs the passes, writes the output atomically and, if asked,\n"
+        "times input and output in turns and reports the latency ratio. Relative paths in the\n"
+        "recipe are relative to the recipe file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="recipe (JSON):\n"
+        '  {"model": "model.onnx", "output": "small.onnx",\n'
+        '   "passes": ["cleanup", {"name": "channel-pruning", "ratio": 0.4}, "cleanup",\n'
+        '              {"name": "verify", "min_cosine": 0.9}],\n'
+        '   "calibration": "calib.npz", "benchmark": {"repeat": 30, "threads": 2}}\n',
+    )
+    pr.add_argument("recipe", help="recipe file (.json, or .yaml/.yml with pyyaml installed)")
+    pr.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    pl = sub.add_parser(
+        "passes",
+        help="list the registered passes with one-line descriptions",
+        description="Lists the built-in passes and those third-party packages register in the "
+        "'onnxprune.passes' entry-point group, with their options.",
+    )
+    pl.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
 
 
@@ -495,8 +557,134 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _node_table(console: Console, title: str, before: dict[str, int], after: dict[str, int]) -> None:
+    table = Table(title=title)
+    table.add_column("op")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
+        b, a = before.get(op, 0), after.get(op, 0)
+        style = "green" if a < b else ("red" if a > b else "")
+        table.add_row(op, str(b), f"[{style}]{a}[/{style}]" if style else str(a))
+    table.add_row("[bold]total[/bold]", str(sum(before.values())), f"[bold]{sum(after.values())}[/bold]")
+    console.print(table)
+
+
+def _pass_progress(console: Console, quiet: bool) -> Any:
+    if quiet:
+        return None
+
+    def on_pass(p: Any, result: Any) -> None:
+        if result.modified:
+            console.print(f"[dim]  {p.name}: {len(result.model.graph.nodes)} nodes[/dim]")
+    return on_pass
+
+
+def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
+    from .io import load_proto, save_proto
+    from .pipeline import run_passes
+    from .recipe import op_counts
+
+    out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "-optimized.onnx"))
+    if Path(out).resolve() == Path(args.model).resolve():
+        raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+    from .pipeline import resolve_passes
+
+    passes = resolve_passes([p for p in args.passes.split(",") if p.strip()] + (["verify"] if args.check else []))
+    original = load_proto(args.model)
+    before = op_counts(original)
+    t0 = time.perf_counter()
+    with console.status("optimizing…", spinner="dots") if not args.json else _null():
+        res = run_passes(args.model, passes, _input_shapes(args), max_rounds=args.max_rounds,
+                         on_pass=_pass_progress(console, args.json))
+        save_proto(res.proto, out, protect=(args.model,))
+    after = op_counts(res.proto)
+    elapsed = time.perf_counter() - t0
+    data = {
+        "model": args.model, "output": out, "passes": res.trace, "converged": res.converged,
+        "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
+        "op_counts_before": before, "op_counts_after": after,
+        "size_before": _file_size(args.model), "size_after": _file_size(out), "seconds": elapsed,
+    }
+    checks = _verify_results(passes)
+    if checks:
+        data["check"] = checks
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    _node_table(console, f"{args.model} → {out}", before, after)
+    console.print(f"{data['nodes_before']} → {data['nodes_after']} nodes, file size "
+                  f"{human(data['size_before'], 'B')} → {human(data['size_after'], 'B')}; "
+                  f"{len(res.trace)} pass runs [dim]({elapsed:.2f}s)[/dim]")
+    for name, diff in checks.items():
+        console.print(f"check '{name}': largest |difference| from the input model {diff:.3g}")
+    if not res.converged:
+        console.print(f"[yellow]passes still changed the model after {args.max_rounds} rounds[/yellow]")
+    return 0
+
+
+def _verify_results(passes: list[Any]) -> dict[str, float]:
+    """Largest output differences found by the last verify pass of a pipeline."""
+    from .passes import VerifyOutputs
+
+    found = [p for p in passes if isinstance(p, VerifyOutputs) and p.max_abs]
+    return dict(found[-1].max_abs) if found else {}
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    t0 = time.perf_counter()
+    with console.status(f"optimizing {recipe.model.name}…", spinner="dots") if not args.json else _null():
+        summary = run_recipe(recipe, on_pass=_pass_progress(console, args.json))
+    summary["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    _node_table(console, f"{recipe.model.name} → {recipe.output}", summary["op_counts_before"],
+                summary["op_counts_after"])
+    console.print(f"passes: {', '.join(summary['passes'])}")
+    b = summary.get("benchmark")
+    if b:
+        console.print(f"latency (median of {b['repeat']} interleaved runs, batch {b['batch']}, "
+                      f"{b['threads']} threads): {b['median_ms_before']:.3f} ms → {b['median_ms_after']:.3f} ms, "
+                      f"ratio {b['ratio']:.3f}")
+    console.print(f"written to {recipe.output} [dim]({summary['seconds']:.2f}s)[/dim]")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace, console: Console) -> int:
+    import inspect
+
+    from .passes import available, builtin
+
+    builtins = builtin()
+    rows = []
+    for name, cls in sorted(available().items()):
+        params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        opts = {p.name: (None if p.default is inspect.Parameter.empty else p.default) for p in params}
+        rows.append({"name": name, "description": cls.description(), "options": opts,
+                     "origin": "built-in" if name in builtins else f"plugin ({cls.__module__})"})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = Table(title="passes (use with --passes or in recipes; options as name:key=value)")
+    table.add_column("name")
+    table.add_column("what it does")
+    table.add_column("options")
+    for r in rows:
+        opts = ", ".join(f"{k}={v!r}" for k, v in r["options"].items())
+        origin = "" if r["origin"] == "built-in" else f" [dim]{r['origin']}[/dim]"
+        table.add_row(r["name"], r["description"] + origin, opts)
+    console.print(table)
+    return 0
+
+
 COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "profile": cmd_profile,
-            "bench": cmd_bench, "compare": cmd_compare}
+            "bench": cmd_bench, "compare": cmd_compare, "optimize": cmd_optimize, "run": cmd_run,
+            "passes": cmd_passes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ maps each class to an exit code and prints one line; library callers catch ``Onn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "OnnxPruneError",
     "ModelLoadError",
@@ -15,6 +17,7 @@ __all__ = [
     "UsageError",
     "ApplyError",
     "VerificationError",
+    "PassError",
 ]
 
 
@@ -64,3 +67,22 @@ class VerificationError(OnnxPruneError):
     """Numeric comparison of two models could not be carried out."""
 
     exit_code = 4
+
+
+class PassError(OnnxPruneError):
+    """A pass failed, or broke its pre/postcondition.
+
+    Attributes:
+        pass_name: the pass that failed.
+        history: names of the passes that ran before it, in order.
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, pass_name: str = "", history: Sequence[str] = ()) -> None:
+        self.pass_name = pass_name
+        self.history = list(history)
+        self.reason = message
+        where = f"pass '{pass_name}'" if pass_name else "pass"
+        after = f" (after {', '.join(self.history)})" if self.history else " (first pass)"
+        super().__init__(f"{where}{after}: {message}" if pass_name else message)

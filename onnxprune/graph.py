@@ -24,7 +24,15 @@ from .io import (
     read_external,
 )
 
-__all__ = ["Model", "load", "const_value", "set_const_value", "is_const"]
+__all__ = [
+    "Model",
+    "load",
+    "const_value",
+    "set_const_value",
+    "is_const",
+    "untie_uniform_constants",
+    "fold_small_constants",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,8 @@ class Model:
     metadata: list[tuple[str, str]] = field(default_factory=list)
     doc_string: str = ""
     model_version: int = 0
+    #: The model as given (before any pass), for passes that compare with it; not copied.
+    original: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
     # ----------------------------------------------------------------- queries
     def tensors(self) -> dict[str, gs.Tensor]:
@@ -228,6 +238,7 @@ def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
 def load(
     source: str | os.PathLike[str] | onnx.ModelProto | Model,
     input_shapes: dict[str, list[int]] | None = None,
+    prepare: bool = True,
 ) -> Model:
     """Loads a model from a path or ``ModelProto`` into a :class:`Model`.
 
@@ -235,6 +246,10 @@ def load(
         source: ``.onnx`` path (external data is read from beside it) or a ``ModelProto``.
         input_shapes: fixed dimensions for symbolic graph inputs, ``{name: [1, 3, 224, 224]}``;
             unspecified symbolic dimensions are taken as 1 for analysis.
+        prepare: get the graph ready for channel analysis (static shapes measured, small
+            constant subgraphs folded, uniform shared constants copied per user). ``False``
+            keeps the graph exactly as stored, for passes that do their own rewriting; shapes
+            are then left empty until :meth:`Model.refresh_shapes`.
     """
     if isinstance(source, Model):
         return source
@@ -243,7 +258,7 @@ def load(
     else:
         proto, deferred = load_proto_deferred(source)
     input_shapes = dict(input_shapes or {})
-    shapes = infer_static_shapes(proto, input_shapes)
+    shapes = infer_static_shapes(proto, input_shapes) if prepare else {}
     from onnx_graphsurgeon.logger import G_LOGGER
 
     severity = G_LOGGER.severity
@@ -254,8 +269,9 @@ def load(
     finally:
         G_LOGGER.severity = severity
     _name_nodes(graph)
-    untie_uniform_constants(graph)
-    fold_small_constants(graph)
+    if prepare:
+        untie_uniform_constants(graph)
+        fold_small_constants(graph)
     meta: list[Any] = [(p.key, p.value) for p in proto.metadata_props]
     model = Model(
         graph=graph,
