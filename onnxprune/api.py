@@ -9,18 +9,32 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .apply import apply_plan
+from .calibration import (
+    Calibration,
+    CalibrationStats,
+    ImageSpec,
+    Progress,
+    collect_stats,
+    find_consumers,
+    load_calibration,
+)
 from .depgraph import DepGraph, build_depgraph
-from .errors import ApplyError
+from .errors import ApplyError, PlanError
 from .graph import Model, load
+from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import save_proto
-from .plan import Plan, uniform_plan
+from .plan import Plan, global_plan, uniform_plan
 from .profile import LINEAR_OPS, Profile, profile
+from .reconstruct import RefitReport, consumer_cuts
+from .reconstruct import reconstruct as reconstruct_model
 from .verify import validate
 
 __all__ = ["Analysis", "PruneResult", "analyze", "prune"]
@@ -111,6 +125,10 @@ class PruneResult:
     before: Profile
     after: Profile
     depgraph: DepGraph
+    #: what reconstruction did per consumer (empty without ``reconstruct``)
+    reconstruction: list[RefitReport] = field(default_factory=list)
+    #: number of calibration samples used (0 without calibration)
+    calib_samples: int = 0
 
     def save(self, path: str | os.PathLike[str], protect: tuple[str, ...] = ()) -> Path:
         """Writes the pruned model atomically; refuses to overwrite the input file."""
@@ -130,6 +148,16 @@ def prune(
     plan: Plan | None = None,
     depgraph: DepGraph | None = None,
     prune_hidden: bool = False,
+    calibration: str | os.PathLike[str] | Iterable[dict[str, np.ndarray]] | Calibration | None = None,
+    reconstruct: bool = False,
+    global_ranking: bool = False,
+    calib_samples: int = 256,
+    batch_size: int = 32,
+    image_spec: ImageSpec | None = None,
+    refit: bool = True,
+    ridge: float = 1e-3,
+    max_rows: int = 8192,
+    progress: Progress | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -150,6 +178,22 @@ def prune(
         depgraph: the dependency graph ``plan`` was made for.
         prune_hidden: also prune a transformer's residual width (through LayerNorm/RMSNorm);
             lossy, so off by default.
+        calibration: inputs for activation statistics: a folder or ``.npy``/``.npz`` file, an
+            image folder (with ``image_spec``), an iterable of feed dicts, a
+            :class:`~onnxprune.calibration.Calibration`, or ``"random"`` (last resort).
+            Needed by the ``wanda``/``fluct``/``apoz`` criteria and by ``reconstruct``.
+        reconstruct: after pruning, refit every layer that lost input channels by ridge least
+            squares to reproduce the original layer's output on the calibration data
+            (:mod:`onnxprune.reconstruct`); with ``refit=False`` only compensate biases.
+        global_ranking: rank channels across layers (normalized scores) instead of removing
+            ``ratio`` from every layer.
+        calib_samples: at most this many calibration samples.
+        batch_size: calibration samples per onnxruntime run.
+        image_spec: preprocessing for an image folder.
+        refit: least-squares refit (else bias compensation only) when reconstructing.
+        ridge: relative ridge ``α`` of the refit (``λ = α·mean(diag C_SS)``).
+        max_rows: im2col patches / positions sampled per layer for its Gram matrix.
+        progress: ``progress(done, total)`` after each calibration batch.
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph
@@ -160,15 +204,43 @@ def prune(
     # Output shapes as analysed (symbolic input dims fixed); the pruned model must reproduce them
     # on inputs of exactly those sizes.
     expected = {t.name: model.shapes.get(t.name) for t in model.graph.outputs}
+    needs_stats = plan is None and criterion in ACTIVATION_CRITERIA
+    if (needs_stats or reconstruct) and calibration is None:
+        raise PlanError(
+            f"{'reconstruction' if reconstruct else f'criterion {criterion!r}'} needs calibration "
+            "data (a folder of .npy/.npz or images, or 'random')"
+        )
+    calib: Calibration | None = None
+    stats: CalibrationStats | None = None
+    consumers = find_consumers(model) if calibration is not None else []
+    original = model.to_proto() if calibration is not None else None
+    if calibration is not None:
+        calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
+                                 input_shapes)
+    if needs_stats:
+        stats = collect_stats(model, calib, consumers, channels=True, progress=progress, proto=original)
     if plan is None:
-        plan = uniform_plan(dg, ratio, criterion, round_to, min_channels, seed)
+        score = channel_importance(dg, criterion, seed, stats)
+        make = global_plan if global_ranking else uniform_plan
+        plan = make(dg, ratio, criterion, round_to, min_channels, seed, importance=score)
     if plan.n_removed == 0:
         log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
+    cuts = consumer_cuts(dg, plan) if reconstruct else []
+    if cuts:
+        grams = [c.consumer.node for c in cuts] if refit else []
+        more = collect_stats(model, calib, consumers, channels=stats is None, grams=grams,
+                             max_rows=max_rows, seed=seed, progress=progress, proto=original)
+        if stats is not None:
+            more.channels = stats.channels
+        stats = more
+    del original
     apply_plan(dg, plan)
+    reports = reconstruct_model(model, cuts, stats, refit=refit, ridge=ridge) if cuts and stats else []
     proto = model.to_proto()
     outs = validate(proto, input_shapes=_analysis_shapes(model))
     for o_new, vi in zip(outs, model.graph.outputs):
         want = expected.get(vi.name)
         if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):
             raise ApplyError(f"output '{vi.name}' changed shape {tuple(want)} -> {o_new.shape}")
-    return PruneResult(model, proto, plan, before, profile(model), dg)
+    return PruneResult(model, proto, plan, before, profile(model), dg, reports,
+                       calib.n_samples if calib is not None else 0)

@@ -1,0 +1,231 @@
+"""Reconstruction: refit the layers that read pruned channels so they keep their outputs.
+
+Removing channels takes input features away from every *consumer* that reads them (a
+Conv/Gemm/MatMul with a constant weight). Write a consumer as ``y = x·M + b`` with input row
+``x ∈ R^K`` (a feature vector, or an im2col patch of ``C_in·k_h·k_w`` values for a Conv) and
+``M ∈ R^{K×N}``. After pruning only the features ``S`` remain (``P`` are gone). On calibration
+data we look for ``M'_S, b'`` with ``x_S·M'_S + b' ≈ x·M + b``, i.e. the *original* model's
+output of that layer. With the centered second moment ``C = E[x xᵀ] - μμᵀ`` (``μ = E[x]``),
+ridge least squares with an intercept gives
+
+    M'_S = (C_SS + λI)⁻¹ C_S· M          b' = b + μ·M - μ_S·M'_S
+
+which is ``W' = (X_Sᵀ X_S + λI)⁻¹ X_Sᵀ Y`` with ``Y = X M`` written with centered data: only
+Gram blocks are needed, never ``Y``. ``λ = α·mean(diag C_SS)`` (``α`` = ``ridge``, relative, so
+the same value works for every layer's scale). If a removed feature is a linear combination of
+kept ones, the refit is exact; if it is constant (a dead channel), the fit is exact through
+the bias.
+
+Where the refit is off or impossible (no Gram statistics, a 3-D Conv) the weights of kept
+features are left as they were and only the mean is restored — *bias compensation*:
+``b' = b + μ_P·M_P``, the removed features' average contribution. A consumer without a bias
+gets one (Conv/Gemm input, or an ``Add`` after a MatMul).
+
+Cases:
+
+- BatchNorm or an activation between producer and consumer needs no folding: statistics are
+  taken of the consumer's actual input tensor, after everything in between; a BatchNorm after
+  the consumer sees the same pre-normalization output as before.
+- Grouped and depthwise Convs lose whole groups (their inputs and outputs together), so nothing
+  reads a removed channel through them: there is nothing to refit or compensate.
+- A group spanning several branches (a residual stage: one channel read by the convs of every
+  block and by the head) is refit consumer by consumer; each sees its own input.
+- A weight shared by several nodes (tied) is not refit (one refit cannot suit two inputs).
+
+The refit targets the original model's layer output from the original model's inputs
+(one-shot); errors of earlier layers are not fed forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .calibration import CalibrationStats, Consumer, channel_key, find_consumers, weight_matrix
+from .depgraph import DepGraph
+from .graph import Model, const_value, set_const_value
+from .plan import Plan
+
+__all__ = ["Cut", "RefitReport", "consumer_cuts", "reconstruct", "refit_weights"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cut:
+    """A consumer that loses input features, with what it needs after the plan is applied."""
+
+    consumer: Consumer
+    kept_in: np.ndarray  # atom indices kept on the weight's input axis
+    kept_out: np.ndarray | None  # output indices kept (None: all)
+    weight: np.ndarray  # the original weight
+    bias: np.ndarray | None  # the original effective bias (length N), if any
+    scale: float = 1.0  # Gemm alpha (y = alpha·x·B + beta·C)
+    bias_scale: float = 1.0  # Gemm beta
+
+
+@dataclass
+class RefitReport:
+    node: str
+    mode: str  # "refit", "bias" or "skip"
+    kept: int
+    total: int
+    reason: str = ""
+
+
+def consumer_cuts(dg: DepGraph, plan: Plan) -> list[Cut]:
+    """The consumers whose input features ``plan`` removes (call before applying the plan)."""
+    kept = dg.kept_indices(plan.removed)
+    tensors = dg.model.graph.tensors()
+    nodes = {n.name: n for n in dg.model.graph.nodes}
+    out: list[Cut] = []
+    for c in find_consumers(dg.model):
+        key = (c.w, c.w_in)
+        if key not in kept:
+            continue
+        node = nodes[c.node]
+        w = np.array(const_value(tensors[c.w]))
+        kept_out = kept.get((c.w, c.w_out))
+        bias, alpha, beta = None, 1.0, 1.0
+        if c.op == "Gemm":
+            alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+        if c.op in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2].name:
+            bv = const_value(node.inputs[2])
+            if bv is not None:
+                bias = np.broadcast_to(np.asarray(bv, dtype=np.float64).reshape(-1) if bv.size == 1 or bv.ndim == 1
+                                       else np.asarray(bv, dtype=np.float64)[0], (w.shape[c.w_out],)).copy()
+        out.append(Cut(c, kept[key], kept_out, w, bias, alpha, beta))
+    return out
+
+
+def refit_weights(
+    cov_ss: np.ndarray, cov_s_all: np.ndarray, m: np.ndarray, mu_s: np.ndarray, mu_all: np.ndarray,
+    ridge: float = 1e-3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``M'_S = (C_SS + λI)⁻¹ C_S· M`` and the bias change ``μ·M - μ_S·M'_S``."""
+    lam = ridge * float(np.mean(np.diag(cov_ss))) if cov_ss.size else 0.0
+    lam = max(lam, 1e-12)
+    a = cov_ss + lam * np.eye(cov_ss.shape[0])
+    rhs = cov_s_all @ m
+    try:
+        m_s = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:
+        m_s = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    return m_s, mu_all @ m - mu_s @ m_s
+
+
+def _features(c: Consumer, atoms: np.ndarray) -> np.ndarray:
+    if c.kernel == 1:
+        return atoms
+    return (atoms[:, None] * c.kernel + np.arange(c.kernel)[None, :]).reshape(-1)
+
+
+def _feature_means(c: Consumer, stats: CalibrationStats, k: int) -> np.ndarray | None:
+    g = stats.grams.get(c.node)
+    if g is not None and g.s is not None:
+        return g.mean
+    ch = stats.channels.get(channel_key(c))
+    if ch is None or ch.mean is None:
+        return None
+    # per-channel mean for every kernel tap (zero padding at borders is ignored here)
+    return np.repeat(ch.mean, c.kernel) if len(ch.mean) * c.kernel == k else None
+
+
+def _write_bias(model: Model, node: gs.Node, c: Consumer, value: np.ndarray, dtype: np.dtype) -> None:
+    value = value.astype(dtype)
+    if c.op in ("Conv", "Gemm"):
+        if len(node.inputs) > 2 and node.inputs[2].name and len(node.inputs[2].outputs) == 1 \
+                and const_value(node.inputs[2]) is not None:
+            set_const_value(node.inputs[2], value)
+            return
+        t = gs.Constant(f"{node.name}_compensated_bias", value)
+        if len(node.inputs) > 2:
+            node.inputs[2] = t
+        else:
+            node.inputs.append(t)
+        return
+    # MatMul: a following Add of a constant vector is its bias; otherwise add one.
+    y = node.outputs[0]
+    users = list(y.outputs)
+    if len(users) == 1 and users[0].op == "Add":
+        add = users[0]
+        other = add.inputs[1] if add.inputs[0] is y else add.inputs[0]
+        ov = const_value(other)
+        if ov is not None and ov.ndim >= 1 and ov.size == value.size and len(other.outputs) == 1:
+            set_const_value(other, (ov.reshape(-1) + value).reshape(ov.shape).astype(dtype))
+            return
+    mid = gs.Variable(f"{y.name}_before_bias", dtype=y.dtype)
+    node.outputs[0] = mid
+    add = gs.Node("Add", name=f"{node.name}_compensated_bias_add",
+                  inputs=[mid, gs.Constant(f"{node.name}_compensated_bias", value)], outputs=[y])
+    model.graph.nodes.append(add)
+    model.graph.toposort()
+
+
+def reconstruct(
+    model: Model, cuts: list[Cut], stats: CalibrationStats, refit: bool = True, ridge: float = 1e-3
+) -> list[RefitReport]:
+    """Rewrites, in place, the consumers of ``cuts`` in the pruned ``model``.
+
+    ``model`` must be the model the cuts were taken from, with the plan applied (weights already
+    sliced); ``stats`` holds the original model's Gram statistics of each consumer's input (for
+    ``refit``) or at least its channel means (bias compensation).
+    """
+    nodes = {n.name: n for n in model.graph.nodes}
+    reports: list[RefitReport] = []
+    for cut in cuts:
+        c = cut.consumer
+        node = nodes.get(c.node)
+        w_now = node.inputs[1] if node is not None else None
+        if node is None or w_now is None or const_value(w_now) is None:
+            reports.append(RefitReport(c.node, "skip", 0, 0, "node or weight gone after pruning"))
+            continue
+        if len(w_now.outputs) > 1:
+            reports.append(RefitReport(c.node, "skip", 0, 0, "weight shared with other nodes"))
+            continue
+        m = weight_matrix(cut.weight.astype(np.float64), c) * cut.scale  # [K, N]
+        k, n = m.shape
+        feats = _features(c, cut.kept_in)
+        removed = np.setdiff1d(np.arange(k), feats)
+        gram = stats.grams.get(c.node) if refit else None
+        bias0 = cut.bias * cut.bias_scale if cut.bias is not None else np.zeros(n)
+        if gram is not None and gram.gram is not None and gram.gram.shape[0] == k:
+            cov = gram.covariance()
+            mu = gram.mean
+            m_s, shift = refit_weights(cov[np.ix_(feats, feats)], cov[feats], m, mu[feats], mu, ridge)
+            mode = "refit"
+        else:
+            mu = _feature_means(c, stats, k)
+            if mu is None:
+                reports.append(RefitReport(c.node, "skip", len(feats), k, "no statistics for its input"))
+                continue
+            m_s = m[feats]
+            shift = mu[removed] @ m[removed]
+            mode = "bias"
+        out_idx = cut.kept_out if cut.kept_out is not None else np.arange(n)
+        m_s = m_s[:, out_idx] / cut.scale
+        new_bias = (bias0 + shift)[out_idx]
+        dtype = cut.weight.dtype
+        if c.is_conv:
+            w_new = m_s.T.reshape((len(out_idx), len(cut.kept_in)) + cut.weight.shape[2:])
+        elif c.w_in == 0:
+            w_new = m_s
+        else:
+            w_new = m_s.T
+        if tuple(w_new.shape) != tuple(const_value(w_now).shape):
+            reports.append(RefitReport(c.node, "skip", len(feats), k,
+                                       f"weight shape {const_value(w_now).shape} != refit {w_new.shape}"))
+            continue
+        set_const_value(w_now, np.ascontiguousarray(w_new.astype(dtype)))
+        if c.op == "Gemm":
+            new_bias = new_bias / cut.bias_scale
+        _write_bias(model, node, c, new_bias, dtype)
+        reports.append(RefitReport(c.node, mode, len(feats), k))
+    n_refit = sum(r.mode == "refit" for r in reports)
+    n_bias = sum(r.mode == "bias" for r in reports)
+    log.info("reconstruction: %d consumers refit, %d bias-compensated, %d skipped",
+             n_refit, n_bias, len(reports) - n_refit - n_bias)
+    return reports
