@@ -243,15 +243,18 @@ def _rebatch(feeds: Iterable[dict[str, np.ndarray]], n_samples: int, batch_size:
     batches: list[dict[str, np.ndarray]] = []
     total = 0
 
-    def flush() -> None:
+    def flush(final: bool) -> None:
         if not pending:
             return
         names = list(pending[0])
         cat = {k: np.concatenate([f[k] for f in pending]) for k in names}
         n = len(next(iter(cat.values())))
-        for i in range(0, n, batch_size):
-            batches.append({k: v[i : i + batch_size] for k, v in cat.items()})
+        full = n if final else n - n % batch_size
+        for i in range(0, full, batch_size):
+            batches.append({k: v[i : min(i + batch_size, full)] for k, v in cat.items()})
         pending.clear()
+        if full < n:
+            pending.append({k: v[full:] for k, v in cat.items()})
 
     def sig(f: dict[str, np.ndarray]) -> tuple:
         return tuple((k, v.shape[1:]) for k, v in f.items())
@@ -263,12 +266,12 @@ def _rebatch(feeds: Iterable[dict[str, np.ndarray]], n_samples: int, batch_size:
             break
         feed = {k: v[:take] for k, v in feed.items()}
         if pending and sig(pending[0]) != sig(feed):
-            flush()
+            flush(final=True)
         pending.append(feed)
         total += take
         if sum(len(next(iter(f.values()))) for f in pending) >= batch_size:
-            flush()
-    flush()
+            flush(final=False)
+    flush(final=True)
     return batches, total
 
 
