@@ -6,15 +6,19 @@ Conv/Gemm/MatMul with a constant weight). Write a consumer as ``y = x·M + b`` w
 ``M ∈ R^{K×N}``. After pruning only the features ``S`` remain (``P`` are gone). On calibration
 data we look for ``M'_S, b'`` with ``x_S·M'_S + b' ≈ x·M + b``, i.e. the *original* model's
 output of that layer. With the centered second moment ``C = E[x xᵀ] - μμᵀ`` (``μ = E[x]``),
-ridge least squares with an intercept gives
+ridge least squares with an intercept, with the ridge pulling towards the weights the layer
+already has (``min ‖X_S M'_S - X M‖² + λ‖M'_S - M_S‖²``), gives
 
-    M'_S = (C_SS + λI)⁻¹ C_S· M          b' = b + μ·M - μ_S·M'_S
+    M'_S = (C_SS + λI)⁻¹ (C_S· M + λ M_S)          b' = b + μ·M - μ_S·M'_S
 
-which is ``W' = (X_Sᵀ X_S + λI)⁻¹ X_Sᵀ Y`` with ``Y = X M`` written with centered data: only
-Gram blocks are needed, never ``Y``. ``λ = α·mean(diag C_SS)`` (``α`` = ``ridge``, relative, so
-the same value works for every layer's scale). If a removed feature is a linear combination of
-kept ones, the refit is exact; if it is constant (a dead channel), the fit is exact through
-the bias.
+which is ``W' = (X_Sᵀ X_S + λI)⁻¹ X_Sᵀ Y`` with ``Y = X M`` written with centered data (plus
+the prior term): only Gram blocks are needed, never ``Y``. ``λ = α·mean(diag C_SS)`` (``α`` =
+``ridge``, relative, so one value suits every layer's scale). Pulling towards ``M_S`` rather
+than towards zero matters when calibration rows do not span every input direction (a
+Flatten→Gemm head has ``C·H·W`` features, often more than the samples): there the weights stay
+as they were instead of collapsing to zero. If a removed feature is a linear combination of
+kept ones, the refit is exact; if it is constant (a dead channel), it is exact through the
+bias, and ``M'_S = M_S``.
 
 Where the refit is off or impossible (no Gram statistics, a 3-D Conv) the weights of kept
 features are left as they were and only the mean is restored — *bias compensation*:
@@ -103,13 +107,18 @@ def consumer_cuts(dg: DepGraph, plan: Plan) -> list[Cut]:
 
 def refit_weights(
     cov_ss: np.ndarray, cov_s_all: np.ndarray, m: np.ndarray, mu_s: np.ndarray, mu_all: np.ndarray,
+    m_s0: np.ndarray,
     ridge: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``M'_S = (C_SS + λI)⁻¹ C_S· M`` and the bias change ``μ·M - μ_S·M'_S``."""
+    """``M'_S = (C_SS + λI)⁻¹ (C_S· M + λ M_S)`` and the bias change ``μ·M - μ_S·M'_S``.
+
+    ``M_S`` (``m_s0``) defaults to the rows of ``m`` at the kept features, which the caller
+    passes when the kept features are not simply a subset (cross statistics).
+    """
     lam = ridge * float(np.mean(np.diag(cov_ss))) if cov_ss.size else 0.0
     lam = max(lam, 1e-12)
     a = cov_ss + lam * np.eye(cov_ss.shape[0])
-    rhs = cov_s_all @ m
+    rhs = cov_s_all @ m + lam * m_s0
     try:
         m_s = np.linalg.solve(a, rhs)
     except np.linalg.LinAlgError:
@@ -195,7 +204,8 @@ def reconstruct(
         if gram is not None and gram.gram is not None and gram.gram.shape[0] == k:
             cov = gram.covariance()
             mu = gram.mean
-            m_s, shift = refit_weights(cov[np.ix_(feats, feats)], cov[feats], m, mu[feats], mu, ridge)
+            m_s, shift = refit_weights(cov[np.ix_(feats, feats)], cov[feats], m, mu[feats], mu,
+                                         m[feats], ridge)
             mode = "refit"
         else:
             mu = _feature_means(c, stats, k)
