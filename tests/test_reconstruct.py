@@ -180,3 +180,59 @@ def test_digits_vit_reconstruction_improves_fidelity():
     assert any(r.mode == "refit" for r in rec.reconstruction)
     err = [np.linalg.norm(_outputs(p, {"input": x})[0] - ref) / np.linalg.norm(ref) for p in (plain.proto, rec.proto)]
     assert err[1] < err[0]
+
+
+# --------------------------------------------------------------------------------- CLI
+def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
+    import json
+
+    from onnxprune.cli import main
+
+    out = tmp_path / "small.onnx"
+    src = str(TRAINED / "digits_cnn.onnx")
+    rc = main(["prune", src, "-o", str(out), "--ratio", "0.3", "--criterion", "wanda",
+               "--calib", str(TRAINED / "digits_calib.npz"), "--calib-samples", "128", "--reconstruct", "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["mode"] for r in data["reconstruction"]} == {"refit"}
+    rc = main(["eval", src, str(out), "--data", str(TRAINED / "digits_test.npz"), "--json"])
+    assert rc == 0
+    ev = json.loads(capsys.readouterr().out)
+    test = np.load(TRAINED / "digits_test.npz")
+    assert ev["samples"] == len(test["labels"])
+    assert ev["accuracy_original"] == pytest.approx(_accuracy(src, test["input"], test["labels"]))
+    assert ev["accuracy_pruned"] == pytest.approx(_accuracy(str(out), test["input"], test["labels"]))
+    (o,) = ev["outputs"]
+    assert 0.95 < o["cosine"] < 1.0 and 0 < o["rel_l2"] < 0.3 and o["top1_agreement"] > 0.95
+    # a model against itself: perfect agreement
+    labels = tmp_path / "labels.txt"
+    np.savetxt(labels, test["labels"][:50], fmt="%d")
+    np.save(tmp_path / "x.npy", test["input"][:50])
+    rc = main(["eval", src, src, "--data", str(tmp_path / "x.npy"), "--labels", str(labels), "--json"])
+    ev = json.loads(capsys.readouterr().out)
+    assert rc == 0 and ev["outputs"][0]["cosine"] == pytest.approx(1.0) and ev["outputs"][0]["rel_l2"] == 0.0
+    assert ev["outputs"][0]["top1_agreement"] == 1.0 and ev["accuracy_original"] == ev["accuracy_pruned"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--reconstruct"], "--reconstruct needs calibration data"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--criterion", "wanda"], "--criterion wanda needs calibration"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--calib", "{tmp}/nope", "--reconstruct"], "does not exist"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--bias-only"], "--bias-only only applies"),
+        (["eval", "{src}", "{src}", "--data", "{tmp}/nope"], "does not exist"),
+        (["eval", "{src}", "{tmp}/missing.onnx", "--data", "{calib}"], "model '"),
+        (["eval", "{src}", "{src}", "--data", "{calib}", "--labels", "{tmp}/few.npy"], "labels for"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    from onnxprune.cli import main
+
+    np.save(tmp_path / "few.npy", np.zeros(3, np.int64))
+    fill = dict(src=str(TRAINED / "digits_cnn.onnx"), tmp=str(tmp_path), calib=str(TRAINED / "digits_calib.npz"))
+    rc = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
