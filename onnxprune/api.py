@@ -22,6 +22,7 @@ from .calibration import (
     CalibrationStats,
     ImageSpec,
     Progress,
+    collect_cross_stats,
     collect_stats,
     find_consumers,
     load_calibration,
@@ -33,7 +34,7 @@ from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import save_proto
 from .plan import Plan, global_plan, uniform_plan
 from .profile import LINEAR_OPS, Profile, profile
-from .reconstruct import RefitReport, consumer_cuts
+from .reconstruct import RefitReport, consumer_cuts, correct
 from .reconstruct import reconstruct as reconstruct_model
 from .verify import validate
 
@@ -158,6 +159,7 @@ def prune(
     ridge: float = 1e-3,
     max_rows: int = 8192,
     progress: Progress | None = None,
+    correction_passes: int = 1,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -194,6 +196,8 @@ def prune(
         ridge: relative ridge ``α`` of the refit (``λ = α·mean(diag C_SS)``).
         max_rows: im2col patches / positions sampled per layer for its Gram matrix.
         progress: ``progress(done, total)`` after each calibration batch.
+        correction_passes: after the one-shot refit, refit this many times more on the inputs
+            the layers receive in the pruned model (error feedback; 0 = one-shot only).
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph
@@ -233,9 +237,18 @@ def prune(
         if stats is not None:
             more.channels = stats.channels
         stats = more
-    del original
     apply_plan(dg, plan)
     reports = reconstruct_model(model, cuts, stats, refit=refit, ridge=ridge) if cuts and stats else []
+    if reports and refit and calib is not None and original is not None:
+        nodes = {n.name: n for n in model.graph.nodes}
+        done = {r.node for r in reports if r.mode == "refit"}
+        layers = [(c.consumer, nodes[c.consumer.node], tuple(c.weight.shape)) for c in cuts
+                  if c.consumer.node in done]
+        for _ in range(correction_passes if layers else 0):
+            cross = collect_cross_stats(original, model.to_proto(), layers, calib, max_rows=max_rows,
+                                        seed=seed, progress=progress)
+            correct(model, cuts, cross, ridge)
+    del original
     proto = model.to_proto()
     outs = validate(proto, input_shapes=_analysis_shapes(model))
     for o_new, vi in zip(outs, model.graph.outputs):

@@ -60,6 +60,8 @@ __all__ = [
     "channel_key",
     "weight_matrix",
     "model_inputs",
+    "CrossGramStats",
+    "collect_cross_stats",
 ]
 
 log = logging.getLogger(__name__)
@@ -636,3 +638,86 @@ def collect_stats(
 def channel_key(c: Consumer) -> str:
     """Key of a consumer's input channel statistics in :attr:`CalibrationStats.channels`."""
     return f"{c.x}#{c.x_axis}"
+
+
+@dataclass
+class CrossGramStats:
+    """Rows ``p`` of a pruned model's layer input next to rows ``o`` of the original's.
+
+    Holds ``n``, ``Σp``, ``Σo``, ``Σ p pᵀ`` and ``Σ p oᵀ`` (float64): what a refit of the pruned
+    layer needs to reproduce the original layer's output from the inputs it actually receives.
+    """
+
+    n: int = 0
+    sp: np.ndarray | None = None
+    so: np.ndarray | None = None
+    gpp: np.ndarray | None = None
+    gpo: np.ndarray | None = None
+
+    def update(self, p: np.ndarray, o: np.ndarray) -> None:
+        p = p.astype(np.float64, copy=False)
+        o = o.astype(np.float64, copy=False)
+        if self.sp is None:
+            self.sp, self.so = np.zeros(p.shape[1]), np.zeros(o.shape[1])
+            self.gpp, self.gpo = np.zeros((p.shape[1],) * 2), np.zeros((p.shape[1], o.shape[1]))
+        self.n += p.shape[0]
+        self.sp += p.sum(axis=0)
+        self.so += o.sum(axis=0)
+        self.gpp += p.T @ p
+        self.gpo += p.T @ o
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(C_pp, C_po, μ_p, μ_o)`` with ``C_pq = E[p qᵀ] - μ_p μ_qᵀ``."""
+        assert self.gpp is not None and self.gpo is not None and self.sp is not None and self.so is not None
+        n = max(self.n, 1)
+        mp, mo = self.sp / n, self.so / n
+        return self.gpp / n - np.outer(mp, mp), self.gpo / n - np.outer(mp, mo), mp, mo
+
+
+def collect_cross_stats(
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    layers: list[tuple[Consumer, gs.Node, tuple[int, ...]]],
+    calib: Calibration,
+    max_rows: int = 8192,
+    seed: int = 0,
+    max_gram_bytes: int = 1 << 30,
+    progress: Progress | None = None,
+) -> dict[str, CrossGramStats]:
+    """Runs both models on each batch and pairs the input rows of each layer.
+
+    ``layers`` lists ``(consumer, node, original weight shape)``; rows are sampled at the same
+    positions in both models (same seed, same geometry).
+    """
+    inputs = {i.name for i in model_inputs(original)}
+    chunks: list[list[tuple[Consumer, gs.Node, tuple[int, ...]]]] = [[]]
+    used = 0
+    for item in layers:
+        c, _, w_shape = item
+        k = int(np.prod(w_shape[1:])) if c.is_conv else w_shape[c.w_in]
+        if chunks[-1] and used + 16 * k * k > max_gram_bytes:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(item)
+        used += 16 * k * k
+    per_batch = max(1, math.ceil(max_rows / max(len(calib.batches), 1)))
+    out: dict[str, CrossGramStats] = {}
+    total, done = len(calib.batches) * len(chunks), 0
+    for chunk in chunks:
+        taps = sorted({c.x for c, _, _ in chunk} - inputs)
+        s_o = _tapped_session(original, taps) if taps else None
+        s_p = _tapped_session(pruned, taps) if taps else None
+        for b, feeds in enumerate(calib.batches):
+            vo = {t: feeds[t] for t in inputs if t in feeds}
+            vp = dict(vo)
+            if taps:
+                vo.update(zip(taps, s_o.run(taps, feeds)))
+                vp.update(zip(taps, s_p.run(taps, feeds)))
+            for i, (c, node, w_shape) in enumerate(chunk):
+                rows_o = feature_rows(vo[c.x], c, node, w_shape, per_batch, np.random.default_rng([seed, b, i]))
+                rows_p = feature_rows(vp[c.x], c, node, w_shape, per_batch, np.random.default_rng([seed, b, i]))
+                out.setdefault(c.node, CrossGramStats()).update(rows_p, rows_o)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return out

@@ -36,8 +36,10 @@ Cases:
   block and by the head) is refit consumer by consumer; each sees its own input.
 - A weight shared by several nodes (tied) is not refit (one refit cannot suit two inputs).
 
-The refit targets the original model's layer output from the original model's inputs
-(one-shot); errors of earlier layers are not fed forward.
+The first refit targets the original model's layer output from the original model's inputs
+(one-shot). :func:`correct` then refits again on the inputs each layer receives in the pruned
+model (both models run side by side on the calibration data), so errors left by earlier layers
+are compensated instead of accumulating through a deep network.
 """
 
 from __future__ import annotations
@@ -48,12 +50,19 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .calibration import CalibrationStats, Consumer, channel_key, find_consumers, weight_matrix
+from .calibration import (
+    CalibrationStats,
+    Consumer,
+    CrossGramStats,
+    channel_key,
+    find_consumers,
+    weight_matrix,
+)
 from .depgraph import DepGraph
 from .graph import Model, const_value, set_const_value
 from .plan import Plan
 
-__all__ = ["Cut", "RefitReport", "consumer_cuts", "reconstruct", "refit_weights"]
+__all__ = ["Cut", "RefitReport", "consumer_cuts", "reconstruct", "correct", "refit_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,8 @@ class Cut:
     bias: np.ndarray | None  # the original effective bias (length N), if any
     scale: float = 1.0  # Gemm alpha (y = alpha·x·B + beta·C)
     bias_scale: float = 1.0  # Gemm beta
+    #: the bias change already written (kept outputs), so a later pass can replace it
+    applied_shift: np.ndarray | None = None
 
 
 @dataclass
@@ -174,6 +185,70 @@ def _write_bias(model: Model, node: gs.Node, c: Consumer, value: np.ndarray, dty
     model.graph.toposort()
 
 
+def _write(model: Model, node: gs.Node, cut: Cut, m_s: np.ndarray, shift: np.ndarray) -> str | None:
+    """Writes ``M'_S`` (kept features x kept outputs) and the bias change; a reason if it cannot."""
+    c = cut.consumer
+    w_now = node.inputs[1]
+    m_s = m_s / cut.scale
+    dtype = cut.weight.dtype
+    if c.is_conv:
+        w_new = m_s.T.reshape((m_s.shape[1], len(cut.kept_in)) + cut.weight.shape[2:])
+    elif c.w_in == 0:
+        w_new = m_s
+    else:
+        w_new = m_s.T
+    if tuple(w_new.shape) != tuple(const_value(w_now).shape):
+        return f"weight shape {const_value(w_now).shape} != refit {w_new.shape}"
+    set_const_value(w_now, np.ascontiguousarray(w_new.astype(dtype)))
+    out_idx = cut.kept_out if cut.kept_out is not None else np.arange(len(shift))
+    if c.op == "MatMul":  # the bias lives in an Add: write the change since the last pass
+        prev = cut.applied_shift if cut.applied_shift is not None else np.zeros_like(shift)
+        _write_bias(model, node, c, shift - prev, dtype)
+    else:
+        bias0 = cut.bias * cut.bias_scale if cut.bias is not None else np.zeros(cut.weight.shape[c.w_out])
+        new_bias = bias0[out_idx] + shift
+        _write_bias(model, node, c, new_bias / cut.bias_scale if c.op == "Gemm" else new_bias, dtype)
+    cut.applied_shift = shift
+    return None
+
+
+def current_matrix(node: gs.Node, cut: Cut) -> np.ndarray:
+    """The pruned layer's present weight as ``[kept features, kept outputs]`` (alpha applied)."""
+    return weight_matrix(np.asarray(const_value(node.inputs[1]), dtype=np.float64), cut.consumer) * cut.scale
+
+
+def correct(model: Model, cuts: list[Cut], cross: dict[str, CrossGramStats], ridge: float = 1e-3) -> int:
+    """Refits each cut layer on the inputs it receives in the pruned model (error feedback).
+
+    With ``p`` the layer's input rows in the pruned model and ``o`` in the original, the target is
+    still the original output ``o·M``:
+
+        M'' = (C_pp + λI)⁻¹ (C_po M + λ M')        b'' = b + μ_o·M - μ_p·M''
+
+    where ``M'`` is the present (one-shot) weight. Errors that earlier layers' cuts leave in
+    ``p`` are absorbed here instead of being passed on. Returns the number of layers refit.
+    """
+    nodes = {n.name: n for n in model.graph.nodes}
+    done = 0
+    for cut in cuts:
+        st = cross.get(cut.consumer.node)
+        node = nodes.get(cut.consumer.node)
+        if st is None or st.gpp is None or node is None or len(node.inputs[1].outputs) > 1:
+            continue
+        m = weight_matrix(cut.weight.astype(np.float64), cut.consumer) * cut.scale
+        out_idx = cut.kept_out if cut.kept_out is not None else np.arange(m.shape[1])
+        m = m[:, out_idx]
+        now = current_matrix(node, cut)
+        c_pp, c_po, mu_p, mu_o = st.moments()
+        if c_pp.shape[0] != now.shape[0] or c_po.shape[1] != m.shape[0]:
+            continue
+        m_s, shift = refit_weights(c_pp, c_po, m, mu_p, mu_o, now, ridge)
+        if _write(model, node, cut, m_s, shift) is None:
+            done += 1
+    log.info("error-feedback refit of %d layers", done)
+    return done
+
+
 def reconstruct(
     model: Model, cuts: list[Cut], stats: CalibrationStats, refit: bool = True, ridge: float = 1e-3
 ) -> list[RefitReport]:
@@ -200,7 +275,6 @@ def reconstruct(
         feats = _features(c, cut.kept_in)
         removed = np.setdiff1d(np.arange(k), feats)
         gram = stats.grams.get(c.node) if refit else None
-        bias0 = cut.bias * cut.bias_scale if cut.bias is not None else np.zeros(n)
         if gram is not None and gram.gram is not None and gram.gram.shape[0] == k:
             cov = gram.covariance()
             mu = gram.mean
@@ -216,23 +290,10 @@ def reconstruct(
             shift = mu[removed] @ m[removed]
             mode = "bias"
         out_idx = cut.kept_out if cut.kept_out is not None else np.arange(n)
-        m_s = m_s[:, out_idx] / cut.scale
-        new_bias = (bias0 + shift)[out_idx]
-        dtype = cut.weight.dtype
-        if c.is_conv:
-            w_new = m_s.T.reshape((len(out_idx), len(cut.kept_in)) + cut.weight.shape[2:])
-        elif c.w_in == 0:
-            w_new = m_s
-        else:
-            w_new = m_s.T
-        if tuple(w_new.shape) != tuple(const_value(w_now).shape):
-            reports.append(RefitReport(c.node, "skip", len(feats), k,
-                                       f"weight shape {const_value(w_now).shape} != refit {w_new.shape}"))
+        why = _write(model, node, cut, m_s[:, out_idx], shift[out_idx])
+        if why:
+            reports.append(RefitReport(c.node, "skip", len(feats), k, why))
             continue
-        set_const_value(w_now, np.ascontiguousarray(w_new.astype(dtype)))
-        if c.op == "Gemm":
-            new_bias = new_bias / cut.bias_scale
-        _write_bias(model, node, c, new_bias, dtype)
         reports.append(RefitReport(c.node, mode, len(feats), k))
     n_refit = sum(r.mode == "refit" for r in reports)
     n_bias = sum(r.mode == "bias" for r in reports)
