@@ -561,7 +561,7 @@ def _tapped_session(proto: onnx.ModelProto, names: list[str]):
     for o in tapped.graph.output:
         if not o.HasField("type"):
             o.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    return session(tapped)
+    return session(tapped, optimize=True)
 
 
 def collect_stats(

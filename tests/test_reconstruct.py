@@ -236,3 +236,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     assert rc == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_error_feedback_pass_brings_the_vit_closer_than_one_shot():
+    calib = np.load(TRAINED / "digits_calib.npz")["input"][:128]
+    src = TRAINED / "digits_vit.onnx"
+    ref = _outputs(src, {"input": calib})[0]
+    errs = []
+    for passes in (0, 1):
+        res = api.prune(src, ratio=0.5, criterion="fluct", calibration=TRAINED / "digits_calib.npz",
+                        calib_samples=128, reconstruct=True, correction_passes=passes)
+        out = _outputs(res.proto, {"input": calib})[0]
+        errs.append(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    assert errs[1] < 0.95 * errs[0], errs
