@@ -445,12 +445,14 @@ class GramStats:
     gram: np.ndarray | None = None
 
     def update(self, rows: np.ndarray) -> None:
-        r = rows.astype(np.float64, copy=False)
+        # One batch's product in the rows' precision (float32: a few hundred rows lose little),
+        # accumulated across batches in float64.
+        r = rows if rows.dtype.kind == "f" else rows.astype(np.float64)
         if self.s is None:
             self.s = np.zeros(r.shape[1])
             self.gram = np.zeros((r.shape[1], r.shape[1]))
         self.n += r.shape[0]
-        self.s += r.sum(axis=0)
+        self.s += r.sum(axis=0, dtype=np.float64)
         self.gram += r.T @ r
 
     @property
