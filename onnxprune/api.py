@@ -216,9 +216,10 @@ def prune(
         )
     calib: Calibration | None = None
     stats: CalibrationStats | None = None
-    consumers = find_consumers(model) if calibration is not None else []
-    original = model.to_proto() if calibration is not None else None
-    if calibration is not None:
+    use_calib = calibration is not None and (needs_stats or reconstruct)
+    consumers = find_consumers(model) if use_calib else []
+    original = model.to_proto() if use_calib else None
+    if use_calib:
         calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
                                  input_shapes)
     if needs_stats:

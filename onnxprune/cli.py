@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--reconstruct", action="store_true",
                     help="refit every layer that lost input channels by ridge least squares so it "
                     "reproduces the original layer's output on the calibration data")
+    pc.add_argument("--feedback-passes", type=int, default=1, metavar="N",
+                    help="with --reconstruct: refit N more times on the inputs the layers receive in "
+                    "the pruned model, so earlier layers' errors are absorbed (default 1; 0 = one-shot)")
     pc.add_argument("--bias-only", action="store_true",
                     help="with --reconstruct: only compensate biases for the removed channels' mean "
                     "contribution (no refit of weights)")
@@ -306,6 +309,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     if (args.reconstruct or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
         need = "--reconstruct" if args.reconstruct else f"--criterion {args.criterion}"
         raise UsageError(f"{need} needs calibration data: --calib DIR|FILE|random")
+    if args.feedback_passes < 0:
+        raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
     if args.bias_only and not args.reconstruct:
         raise UsageError("--bias-only only applies with --reconstruct")
     t0 = time.perf_counter()
@@ -330,6 +335,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             refit=not args.bias_only,
             ridge=args.ridge,
             progress=bar,
+            correction_passes=args.feedback_passes,
         )
         res.save(out, protect=(args.model,))
     elapsed = time.perf_counter() - t0

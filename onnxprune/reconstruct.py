@@ -109,9 +109,13 @@ def consumer_cuts(dg: DepGraph, plan: Plan) -> list[Cut]:
             alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
         if c.op in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2].name:
             bv = const_value(node.inputs[2])
-            if bv is not None:
-                bias = np.broadcast_to(np.asarray(bv, dtype=np.float64).reshape(-1) if bv.size == 1 or bv.ndim == 1
-                                       else np.asarray(bv, dtype=np.float64)[0], (w.shape[c.w_out],)).copy()
+            if bv is None or (bv.ndim == 2 and bv.shape[0] > 1):
+                log.info("%s '%s': bias is not a constant vector; left as it is", c.op, c.node)
+                continue
+            bias = np.broadcast_to(np.asarray(bv, dtype=np.float64).reshape(-1), (w.shape[c.w_out],)).copy() \
+                if bv.size in (1, w.shape[c.w_out]) else None
+            if bias is None:
+                continue
         out.append(Cut(c, kept[key], kept_out, w, bias, alpha, beta))
     return out
 

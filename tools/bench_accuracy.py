@@ -201,7 +201,10 @@ def bench_minilm(lines: list[str], seq: int = 32) -> None:
         test_s = _sentences_card(pkg_dir)
         # Calibration text is packed into full windows ([CLS] 30 tokens [SEP]): padded positions
         # would put rows into the statistics that the masked pooling never reads.
-        stream = tok.encode(" ".join(calib_s), add_special_tokens=False).ids
+        raw = Tokenizer.from_file(str(pkg_dir / "model" / "tokenizer.json"))
+        raw.no_truncation()
+        raw.no_padding()
+        stream = raw.encode(" ".join(calib_s), add_special_tokens=False).ids
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         windows = [[cls, *stream[i : i + seq - 2], sep] for i in range(0, len(stream) - seq, seq - 2)][:256]
         calib = [{"input_ids": np.array(windows, np.int64), "attention_mask": np.ones((len(windows), seq), np.int64)}]
