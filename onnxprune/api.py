@@ -223,7 +223,11 @@ def prune(
         calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
                                  input_shapes)
     if needs_stats:
-        stats = collect_stats(model, calib, consumers, channels=True, progress=progress, proto=original)
+        # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
+        # model instead of two); layers the plan leaves whole just drop theirs.
+        early = [c.node for c in consumers] if reconstruct and refit else []
+        stats = collect_stats(model, calib, consumers, channels=True, grams=early, max_rows=max_rows,
+                              seed=seed, progress=progress, proto=original)
     if plan is None:
         score = channel_importance(dg, criterion, seed, stats)
         make = global_plan if global_ranking else uniform_plan
@@ -231,12 +235,14 @@ def prune(
     if plan.n_removed == 0:
         log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
     cuts = consumer_cuts(dg, plan) if reconstruct else []
-    if cuts:
-        grams = [c.consumer.node for c in cuts] if refit else []
-        more = collect_stats(model, calib, consumers, channels=stats is None, grams=grams,
+    have = stats.grams if stats is not None else {}
+    missing = [c.consumer.node for c in cuts if c.consumer.node not in have] if refit else []
+    if cuts and (stats is None or missing):
+        more = collect_stats(model, calib, consumers, channels=stats is None, grams=missing,
                              max_rows=max_rows, seed=seed, progress=progress, proto=original)
         if stats is not None:
             more.channels = stats.channels
+            more.grams = {**stats.grams, **more.grams}
         stats = more
     apply_plan(dg, plan)
     reports = reconstruct_model(model, cuts, stats, refit=refit, ridge=ridge) if cuts and stats else []
