@@ -28,7 +28,8 @@ plus the accumulators:
   one position's feature vector; for a Conv it is an im2col patch (``C_in·k_h·k_w`` values in
   the weight's ``[c, k_y, k_x]`` order, zero padding included), sampled at seeded random output
   positions and capped per consumer (``max_rows``), because a full im2col matrix is ``H·W``
-  times larger than the activation itself. Gram matrices are accumulated in float64.
+  times larger than the activation itself. Gram matrices are accumulated in float64 after
+  shifting the rows by the first batch's mean.
 """
 
 from __future__ import annotations
@@ -403,13 +404,16 @@ class ChannelStats:
 
     def update(self, x: np.ndarray, axis: int) -> None:
         c = x.shape[axis]
-        v = np.moveaxis(x, axis, -1).reshape(-1, c).astype(np.float64)
+        v = np.moveaxis(x, axis, -1).reshape(-1, c)
+        if v.dtype.kind != "f":
+            v = v.astype(np.float64)
         nb = v.shape[0]
         if nb == 0:
             return
-        mb = v.mean(axis=0)
-        m2b = np.square(v - mb).sum(axis=0)
-        zb = (v == 0).sum(axis=0)
+        # batch moments in the data's precision, sums in float64 (no float64 copy of the batch)
+        mb = v.mean(axis=0, dtype=np.float64)
+        m2b = np.square(v - mb.astype(v.dtype)).sum(axis=0, dtype=np.float64)
+        zb = np.count_nonzero(v == 0, axis=0)
         if self.mean is None:
             self.n, self.mean, self.m2, self.zeros = nb, mb, m2b, zb.astype(np.int64)
             return
@@ -438,22 +442,31 @@ class ChannelStats:
 
 @dataclass
 class GramStats:
-    """``n`` rows, their sum ``s`` and Gram matrix ``G = Σ x xᵀ`` (float64)."""
+    """``n`` rows, their sum ``s`` (float64) and their shifted Gram matrix.
+
+    ``gram`` holds ``Σ (x - c)(x - c)ᵀ`` with ``c`` the first batch's mean, in float64 throughout
+    (near-singular blocks are common, and float32 rounding there, ~1e-5 of the entries, would be
+    amplified by the solve). Shifting keeps
+    ``C = G/n - (μ - c)(μ - c)ᵀ`` free of the cancellation that ``Σ x xᵀ/n - μμᵀ`` suffers in
+    float32 when means are large next to spreads.
+    """
 
     n: int = 0
     s: np.ndarray | None = None
     gram: np.ndarray | None = None
+    shift: np.ndarray | None = None
 
     def update(self, rows: np.ndarray) -> None:
-        # One batch's product in the rows' precision (float32: a few hundred rows lose little),
-        # accumulated across batches in float64.
-        r = rows if rows.dtype.kind == "f" else rows.astype(np.float64)
+        r = rows.astype(np.float64, copy=False)
         if self.s is None:
             self.s = np.zeros(r.shape[1])
+            self.shift = r.mean(axis=0, dtype=np.float64)
             self.gram = np.zeros((r.shape[1], r.shape[1]))
+        assert self.shift is not None and self.gram is not None
         self.n += r.shape[0]
         self.s += r.sum(axis=0, dtype=np.float64)
-        self.gram += r.T @ r
+        rc = r - self.shift.astype(r.dtype)
+        self.gram += rc.T @ rc
 
     @property
     def mean(self) -> np.ndarray:
@@ -461,10 +474,16 @@ class GramStats:
         return self.s / max(self.n, 1)
 
     def covariance(self) -> np.ndarray:
-        """``G/n - μμᵀ``: the centered second moment the least-squares refit needs."""
-        assert self.gram is not None
-        mu = self.mean
-        return self.gram / max(self.n, 1) - np.outer(mu, mu)
+        """``E[x xᵀ] - μμᵀ``: the centered second moment the least-squares refit needs."""
+        assert self.gram is not None and self.shift is not None
+        d = self.mean - self.shift
+        return self.gram.astype(np.float64) / max(self.n, 1) - np.outer(d, d)
+
+    def second_moment_sum(self) -> np.ndarray:
+        """``Σ x xᵀ`` recovered from the shifted sums."""
+        assert self.gram is not None and self.shift is not None and self.s is not None
+        c = self.shift
+        return self.gram.astype(np.float64) + np.outer(c, self.s) + np.outer(self.s, c) - self.n * np.outer(c, c)
 
 
 @dataclass
@@ -574,7 +593,7 @@ def collect_stats(
     grams: Iterable[str] = (),
     max_rows: int = 8192,
     seed: int = 0,
-    max_gram_bytes: int = 1 << 30,
+    max_gram_bytes: int = 3 << 29,
     progress: Progress | None = None,
     proto: onnx.ModelProto | None = None,
 ) -> CalibrationStats:
@@ -646,7 +665,7 @@ def channel_key(c: Consumer) -> str:
 class CrossGramStats:
     """Rows ``p`` of a pruned model's layer input next to rows ``o`` of the original's.
 
-    Holds ``n``, ``Σp``, ``Σo``, ``Σ p pᵀ`` and ``Σ p oᵀ`` (float64): what a refit of the pruned
+    Holds ``n``, ``Σp``, ``Σo``, and the shifted ``Σ p pᵀ`` and ``Σ p oᵀ`` (float64): what a refit of the pruned
     layer needs to reproduce the original layer's output from the inputs it actually receives.
     """
 
@@ -655,25 +674,32 @@ class CrossGramStats:
     so: np.ndarray | None = None
     gpp: np.ndarray | None = None
     gpo: np.ndarray | None = None
+    cp: np.ndarray | None = None
+    co: np.ndarray | None = None
 
     def update(self, p: np.ndarray, o: np.ndarray) -> None:
-        p = p.astype(np.float64, copy=False)
-        o = o.astype(np.float64, copy=False)
+        dt = np.float64
+        p, o = p.astype(dt, copy=False), o.astype(dt, copy=False)
         if self.sp is None:
             self.sp, self.so = np.zeros(p.shape[1]), np.zeros(o.shape[1])
-            self.gpp, self.gpo = np.zeros((p.shape[1],) * 2), np.zeros((p.shape[1], o.shape[1]))
+            self.cp, self.co = p.mean(axis=0, dtype=np.float64), o.mean(axis=0, dtype=np.float64)
+            self.gpp = np.zeros((p.shape[1],) * 2)
+            self.gpo = np.zeros((p.shape[1], o.shape[1]))
         self.n += p.shape[0]
-        self.sp += p.sum(axis=0)
-        self.so += o.sum(axis=0)
-        self.gpp += p.T @ p
-        self.gpo += p.T @ o
+        self.sp += p.sum(axis=0, dtype=np.float64)
+        self.so += o.sum(axis=0, dtype=np.float64)
+        pc, oc = p - self.cp.astype(dt), o - self.co.astype(dt)  # shifted, as in GramStats
+        self.gpp += pc.T @ pc
+        self.gpo += pc.T @ oc
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(C_pp, C_po, μ_p, μ_o)`` with ``C_pq = E[p qᵀ] - μ_p μ_qᵀ``."""
         assert self.gpp is not None and self.gpo is not None and self.sp is not None and self.so is not None
         n = max(self.n, 1)
         mp, mo = self.sp / n, self.so / n
-        return self.gpp / n - np.outer(mp, mp), self.gpo / n - np.outer(mp, mo), mp, mo
+        dp, do = mp - self.cp, mo - self.co
+        return (self.gpp.astype(np.float64) / n - np.outer(dp, dp),
+                self.gpo.astype(np.float64) / n - np.outer(dp, do), mp, mo)
 
 
 def collect_cross_stats(
@@ -683,7 +709,7 @@ def collect_cross_stats(
     calib: Calibration,
     max_rows: int = 8192,
     seed: int = 0,
-    max_gram_bytes: int = 1 << 30,
+    max_gram_bytes: int = 3 << 29,
     progress: Progress | None = None,
 ) -> dict[str, CrossGramStats]:
     """Runs both models on each batch and pairs the input rows of each layer.

@@ -49,9 +49,9 @@ def test_channel_stats_match_numpy_over_batches():
     ref = np.moveaxis(np.concatenate(parts).astype(np.float32), 1, -1).reshape(-1, 5).astype(np.float64)
     assert st.n == ref.shape[0]
     np.testing.assert_allclose(st.mean, ref.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(st.var, ref.var(0), rtol=1e-9)
+    np.testing.assert_allclose(st.var, ref.var(0), rtol=1e-6)
     np.testing.assert_allclose(st.apoz, (ref == 0).mean(0))
-    np.testing.assert_allclose(st.mean_square, (ref**2).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(st.mean_square, (ref**2).mean(0), rtol=1e-6)
 
 
 def test_gram_stats_match_numpy():
@@ -61,7 +61,7 @@ def test_gram_stats_match_numpy():
     for r in rows:
         g.update(r)
     x = np.concatenate(rows)
-    np.testing.assert_allclose(g.gram, x.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(g.second_moment_sum(), x.T @ x, rtol=1e-12)
     np.testing.assert_allclose(g.covariance(), np.cov(x.T, bias=True), atol=1e-12)
 
 
@@ -108,7 +108,8 @@ def test_collect_stats_through_onnxruntime_matches_numpy():
     assert [c.node for c in cons] == ["mm1", "mm2"]
     stats = collect_stats(model, calib, cons, grams=["mm2"], max_rows=10_000)
     h = np.maximum(x @ w1, 0).astype(np.float64)
-    np.testing.assert_allclose(stats.grams["mm2"].gram, h.T @ h, rtol=1e-5)
+    np.testing.assert_allclose(stats.grams["mm2"].second_moment_sum(), h.T @ h, rtol=1e-5)
+    np.testing.assert_allclose(stats.grams["mm2"].covariance(), np.cov(h.T, bias=True), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats.channels["h#1"].mean, h.mean(0), rtol=1e-5)
     np.testing.assert_allclose(stats.channels["h#1"].apoz, (h == 0).mean(0))
     np.testing.assert_allclose(stats.channels["x#1"].var, x.astype(np.float64).var(0), rtol=1e-5)

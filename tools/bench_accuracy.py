@@ -239,7 +239,8 @@ t = time.perf_counter()
 r = api.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[2], calibration="random", calib_samples=256,
               batch_size=8, reconstruct=True, correction_passes=int(sys.argv[3]),
               input_shapes={"input": [1, 3, 224, 224]})
-print(json.dumps(dict(seconds=time.perf_counter() - t, peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps(dict(seconds=time.perf_counter() - t, cpu=ru.ru_utime + ru.ru_stime, load=__import__("os").getloadavg()[0], peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                       macs=r.after.macs / r.before.macs, refit=sum(q.mode == "refit" for q in r.reconstruction))))
 """
 
@@ -264,17 +265,20 @@ def bench_resnet50(lines: list[str]) -> None:
                   "1x3x224x224 (seeded random: this measures cost, not accuracy), batches of 8, uniform ratio "
                   "0.3, every Conv/Gemm that lost inputs refit (Gram matrices over at most 8192 sampled im2col "
                   "patches per layer). Fresh process; time of `api.prune(...)` including validation; peak RSS "
-                  "of the process.", "",
-                  "| criterion | error-feedback passes | wall time (s) | peak RSS (GiB) | MACs after/before | layers refit |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "of the process. The machine (2 cores) is shared: the load average says how many "
+                  "processes competed, and CPU time is the steadier measure.", "",
+                  "| criterion | error-feedback passes | wall time (s) | CPU time (s, all threads) | load average at the end | "
+                  "peak RSS (GiB) | MACs after/before | layers refit |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for crit, passes in (("l1", 0), ("wanda", 0), ("wanda", 1)):
             out = subprocess.run([sys.executable, "-c", _R50_CHILD, str(path), crit, str(passes)], capture_output=True,
                                  text=True, cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
             if out.returncode:
-                lines.append(f"| {crit} | {passes} | failed: {out.stderr.strip().splitlines()[-1]} | | | |")
+                lines.append(f"| {crit} | {passes} | failed: {out.stderr.strip().splitlines()[-1]} | | | | | |")
                 continue
             d = json.loads(out.stdout.strip().splitlines()[-1])
-            lines.append(f"| {crit} | {passes} | {d['seconds']:.0f} | {d['peak_gb']:.2f} | {d['macs']:.3f} | {d['refit']} |")
+            lines.append(f"| {crit} | {passes} | {d['seconds']:.0f} | {d['cpu']:.0f} | {d['load']:.1f} | {d['peak_gb']:.2f} | "
+                         f"{d['macs']:.3f} | {d['refit']} |")
             print(lines[-1], flush=True)
         lines.append("")
 
