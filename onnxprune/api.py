@@ -159,7 +159,7 @@ def prune(
     ridge: float = 1e-3,
     max_rows: int = 8192,
     progress: Progress | None = None,
-    correction_passes: int = 1,
+    correction_passes: int = 0,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -197,7 +197,8 @@ def prune(
         max_rows: im2col patches / positions sampled per layer for its Gram matrix.
         progress: ``progress(done, total)`` after each calibration batch.
         correction_passes: after the one-shot refit, refit this many times more on the inputs
-            the layers receive in the pruned model (error feedback; 0 = one-shot only).
+            the layers receive in the pruned model (error feedback; each pass runs the original
+            and the pruned model over the calibration data once more; 0 = one-shot only).
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph

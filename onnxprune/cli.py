@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--reconstruct", action="store_true",
                     help="refit every layer that lost input channels by ridge least squares so it "
                     "reproduces the original layer's output on the calibration data")
-    pc.add_argument("--feedback-passes", type=int, default=1, metavar="N",
+    pc.add_argument("--feedback-passes", type=int, default=0, metavar="N",
                     help="with --reconstruct: refit N more times on the inputs the layers receive in "
-                    "the pruned model, so earlier layers' errors are absorbed (default 1; 0 = one-shot)")
+                    "the pruned model, so earlier layers' errors are absorbed; each pass runs both "
+                    "models over the calibration data again (default 0: one-shot)")
     pc.add_argument("--bias-only", action="store_true",
                     help="with --reconstruct: only compensate biases for the removed channels' mean "
                     "contribution (no refit of weights)")

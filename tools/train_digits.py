@@ -21,7 +21,7 @@ full ONNX checker and against torch in onnxruntime. Written to ``models/trained/
 ``digits_cnn.onnx``, ``digits_vit.onnx``, ``digits_calib.npz`` (``input``),
 ``digits_test.npz`` (``input``, ``labels``), and the accuracy table in ``README.md``.
 
-Usage (from the repository root; needs ``pip install scikit-learn`` and torch, CPU, ~1 min)::
+Usage (from the repository root; needs ``pip install scikit-learn`` and torch; CPU, a few minutes)::
 
     python tools/train_digits.py
 """
