@@ -9,18 +9,33 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .apply import apply_plan
+from .calibration import (
+    Calibration,
+    CalibrationStats,
+    ImageSpec,
+    Progress,
+    collect_cross_stats,
+    collect_stats,
+    find_consumers,
+    load_calibration,
+)
 from .depgraph import DepGraph, build_depgraph
-from .errors import ApplyError
+from .errors import ApplyError, PlanError
 from .graph import Model, load
+from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import save_proto
-from .plan import Plan, uniform_plan
+from .plan import Plan, global_plan, uniform_plan
 from .profile import LINEAR_OPS, Profile, profile
+from .reconstruct import RefitReport, consumer_cuts, correct
+from .reconstruct import reconstruct as reconstruct_model
 from .verify import validate
 
 __all__ = ["Analysis", "PruneResult", "analyze", "prune"]
@@ -111,6 +126,10 @@ class PruneResult:
     before: Profile
     after: Profile
     depgraph: DepGraph
+    #: what reconstruction did per consumer (empty without ``reconstruct``)
+    reconstruction: list[RefitReport] = field(default_factory=list)
+    #: number of calibration samples used (0 without calibration)
+    calib_samples: int = 0
 
     def save(self, path: str | os.PathLike[str], protect: tuple[str, ...] = ()) -> Path:
         """Writes the pruned model atomically; refuses to overwrite the input file."""
@@ -130,6 +149,17 @@ def prune(
     plan: Plan | None = None,
     depgraph: DepGraph | None = None,
     prune_hidden: bool = False,
+    calibration: str | os.PathLike[str] | Iterable[dict[str, np.ndarray]] | Calibration | None = None,
+    reconstruct: bool = False,
+    global_ranking: bool = False,
+    calib_samples: int = 256,
+    batch_size: int = 32,
+    image_spec: ImageSpec | None = None,
+    refit: bool = True,
+    ridge: float = 1e-3,
+    max_rows: int = 8192,
+    progress: Progress | None = None,
+    correction_passes: int = 0,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -150,6 +180,25 @@ def prune(
         depgraph: the dependency graph ``plan`` was made for.
         prune_hidden: also prune a transformer's residual width (through LayerNorm/RMSNorm);
             lossy, so off by default.
+        calibration: inputs for activation statistics: a folder or ``.npy``/``.npz`` file, an
+            image folder (with ``image_spec``), an iterable of feed dicts, a
+            :class:`~onnxprune.calibration.Calibration`, or ``"random"`` (last resort).
+            Needed by the ``wanda``/``fluct``/``apoz`` criteria and by ``reconstruct``.
+        reconstruct: after pruning, refit every layer that lost input channels by ridge least
+            squares to reproduce the original layer's output on the calibration data
+            (:mod:`onnxprune.reconstruct`); with ``refit=False`` only compensate biases.
+        global_ranking: rank channels across layers (normalized scores) instead of removing
+            ``ratio`` from every layer.
+        calib_samples: at most this many calibration samples.
+        batch_size: calibration samples per onnxruntime run.
+        image_spec: preprocessing for an image folder.
+        refit: least-squares refit (else bias compensation only) when reconstructing.
+        ridge: relative ridge ``α`` of the refit (``λ = α·mean(diag C_SS)``).
+        max_rows: im2col patches / positions sampled per layer for its Gram matrix.
+        progress: ``progress(done, total)`` after each calibration batch.
+        correction_passes: after the one-shot refit, refit this many times more on the inputs
+            the layers receive in the pruned model (error feedback; each pass runs the original
+            and the pruned model over the calibration data once more; 0 = one-shot only).
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph
@@ -160,11 +209,54 @@ def prune(
     # Output shapes as analysed (symbolic input dims fixed); the pruned model must reproduce them
     # on inputs of exactly those sizes.
     expected = {t.name: model.shapes.get(t.name) for t in model.graph.outputs}
+    needs_stats = plan is None and criterion in ACTIVATION_CRITERIA
+    if (needs_stats or reconstruct) and calibration is None:
+        raise PlanError(
+            f"{'reconstruction' if reconstruct else f'criterion {criterion!r}'} needs calibration "
+            "data (a folder of .npy/.npz or images, or 'random')"
+        )
+    calib: Calibration | None = None
+    stats: CalibrationStats | None = None
+    use_calib = calibration is not None and (needs_stats or reconstruct)
+    consumers = find_consumers(model) if use_calib else []
+    original = model.to_proto() if use_calib else None
+    if use_calib:
+        calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
+                                 input_shapes)
+    if needs_stats:
+        # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
+        # model instead of two); layers the plan leaves whole just drop theirs.
+        early = [c.node for c in consumers] if reconstruct and refit else []
+        stats = collect_stats(model, calib, consumers, channels=True, grams=early, max_rows=max_rows,
+                              seed=seed, progress=progress, proto=original)
     if plan is None:
-        plan = uniform_plan(dg, ratio, criterion, round_to, min_channels, seed)
+        score = channel_importance(dg, criterion, seed, stats)
+        make = global_plan if global_ranking else uniform_plan
+        plan = make(dg, ratio, criterion, round_to, min_channels, seed, importance=score)
     if plan.n_removed == 0:
         log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
+    cuts = consumer_cuts(dg, plan) if reconstruct else []
+    have = stats.grams if stats is not None else {}
+    missing = [c.consumer.node for c in cuts if c.consumer.node not in have] if refit else []
+    if cuts and (stats is None or missing):
+        more = collect_stats(model, calib, consumers, channels=stats is None, grams=missing,
+                             max_rows=max_rows, seed=seed, progress=progress, proto=original)
+        if stats is not None:
+            more.channels = stats.channels
+            more.grams = {**stats.grams, **more.grams}
+        stats = more
     apply_plan(dg, plan)
+    reports = reconstruct_model(model, cuts, stats, refit=refit, ridge=ridge) if cuts and stats else []
+    if reports and refit and calib is not None and original is not None:
+        nodes = {n.name: n for n in model.graph.nodes}
+        done = {r.node for r in reports if r.mode == "refit"}
+        layers = [(c.consumer, nodes[c.consumer.node], tuple(c.weight.shape)) for c in cuts
+                  if c.consumer.node in done]
+        for _ in range(correction_passes if layers else 0):
+            cross = collect_cross_stats(original, model.to_proto(), layers, calib, max_rows=max_rows,
+                                        seed=seed, progress=progress)
+            correct(model, cuts, cross, ridge)
+    del original
     proto = model.to_proto()
     fixed = _analysis_shapes(model)
     # An input the exporter left without a shape is checked at the size the analysis used; the
@@ -183,4 +275,5 @@ def prune(
         want = expected.get(vi.name)
         if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):
             raise ApplyError(f"output '{vi.name}' changed shape {tuple(want)} -> {o_new.shape}")
-    return PruneResult(model, proto, plan, before, profile(model), dg)
+    return PruneResult(model, proto, plan, before, profile(model), dg, reports,
+                       calib.n_samples if calib is not None else 0)

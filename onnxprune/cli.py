@@ -21,17 +21,26 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
 from .api import analyze, prune
 from .bench import BenchResult, benchmark, interleaved_latency, resolve_eps, short_ep
+from .calibration import ImageSpec, load_calibration
 from .comparison import compare_models
 from .errors import OnnxPruneError, UsageError
+from .evaluate import evaluate, load_labels
 from .graph import load
-from .importance import CRITERIA
-from .io import parse_input_shapes
+from .importance import ACTIVATION_CRITERIA, CRITERIA
+from .io import load_proto, parse_input_shapes
 from .profile import profile
 from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
 from .verify import compare, make_feeds, session
@@ -46,6 +55,8 @@ examples:
   onnxprune analyze model.onnx                     list channel groups, barriers and reasons
   onnxprune prune model.onnx -o small.onnx --ratio 0.5 --round-to 8 --check
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --ignore 'head.*' --input-shape input:1,3,224,224
+  onnxprune prune model.onnx -o small.onnx --ratio 0.3 --criterion wanda --calib calib/ --reconstruct
+  onnxprune eval model.onnx small.onnx --data test/ --labels labels.npy
   onnxprune profile model.onnx --by node           MACs and params per node (or --by op / --by group)
   onnxprune bench model.onnx --ep cpu,cuda --batch 1,8
   onnxprune compare model.onnx small.onnx --ep cpu --report report/
@@ -123,12 +134,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(pp)
     pp.add_argument("-o", "--output", help="output .onnx file (default: <model>-pruned.onnx beside the input)")
     pp.add_argument("--ratio", type=float, default=0.5, help="share of channels removed per layer, in [0, 1) (default 0.5)")
-    pp.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance (default l1)")
+    pp.add_argument("--criterion", choices=CRITERIA, default="l1",
+                    help="channel importance (default l1): l1/l2 weight magnitude, bn BatchNorm scale, "
+                    "random; with --calib: wanda (|W| x input activation norm), fluct (input variance x "
+                    "squared weights), apoz (share of non-zero activations)")
     pp.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N (8 or 16 suit real kernels)")
     pp.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels in a layer (default 1)")
     pp.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     pp.add_argument("--check", action="store_true", help="compare outputs with the original on seeded inputs")
     pp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pc = pp.add_argument_group(
+        "calibration and reconstruction",
+        "Activation-aware criteria (wanda, fluct, apoz) and --reconstruct run the model on "
+        "calibration inputs in onnxruntime (a few hundred unlabeled samples suffice).",
+    )
+    pc.add_argument("--calib", metavar="PATH|random",
+                    help="calibration data: a folder of .npy/.npz files (one sample or a stack along "
+                    "the batch axis per file; .npz keys are input names), one .npz/.npy file, a folder "
+                    "of images (see --image-size), or 'random' (exercises the graph, says nothing "
+                    "about accuracy)")
+    pc.add_argument("--calib-samples", type=int, default=256, metavar="N",
+                    help="use at most N calibration samples (default 256)")
+    pc.add_argument("--batch-size", type=int, default=32, metavar="N",
+                    help="calibration samples per onnxruntime run (default 32)")
+    pc.add_argument("--reconstruct", action="store_true",
+                    help="refit every layer that lost input channels by ridge least squares so it "
+                    "reproduces the original layer's output on the calibration data")
+    pc.add_argument("--feedback-passes", type=int, default=0, metavar="N",
+                    help="with --reconstruct: refit N more times on the inputs the layers receive in "
+                    "the pruned model, so earlier layers' errors are absorbed; each pass runs both "
+                    "models over the calibration data again (default 0: one-shot)")
+    pc.add_argument("--bias-only", action="store_true",
+                    help="with --reconstruct: only compensate biases for the removed channels' mean "
+                    "contribution (no refit of weights)")
+    pc.add_argument("--ridge", type=float, default=1e-3, metavar="ALPHA",
+                    help="relative ridge of the refit, lambda = ALPHA * mean diagonal of the Gram "
+                    "block (default 1e-3)")
+    pc.add_argument("--global", dest="global_ranking", action="store_true",
+                    help="rank channels across all layers (LAMP-normalized scores) and remove the "
+                    "lowest --ratio of all prunable channels, instead of --ratio of every layer")
+    _add_image_options(pc)
+
+    pe = sub.add_parser(
+        "eval",
+        help="compare a pruned model with its original on real inputs",
+        description="Runs both models on the same inputs (use data not used for calibration) "
+        "and reports per output cosine similarity, relative L2 error and largest difference, "
+        "top-1 agreement for classifier-like outputs ([batch, classes]), and with labels the "
+        "accuracy of both models.",
+    )
+    pe.add_argument("original", help="the original .onnx model")
+    pe.add_argument("pruned", help="the pruned .onnx model")
+    pe.add_argument("--data", required=True, metavar="PATH",
+                    help="inputs: a folder of .npy/.npz files, one .npz/.npy file, or a folder of images")
+    pe.add_argument("--labels", metavar="FILE",
+                    help="integer class per sample (.npy, .npz or text, one per line); by default a "
+                    "'labels' array inside a --data .npz file is used")
+    pe.add_argument("--samples", type=int, default=100000, metavar="N", help="use at most N samples")
+    pe.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run (default 32)")
+    pe.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_image_options(pe)
 
     pf = sub.add_parser(
         "profile",
@@ -248,6 +313,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_image_options(p: Any) -> None:
+    p.add_argument("--image-size", metavar="H,W", help="resize images to H,W (default: the model input size)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="image input layout (default NCHW)")
+    p.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean subtracted after scaling pixels to [0, 1]")
+    p.add_argument("--std", metavar="S[,S,S]", help="per-channel std divided by after subtracting --mean")
+    p.add_argument("--bgr", action="store_true", help="feed channels in BGR order")
+
+
+def _floats(text: str | None, default: tuple[float, ...], what: str) -> tuple[float, ...]:
+    if not text:
+        return default
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise UsageError(f"{what}: expected comma-separated numbers, got '{text}'") from exc
+
+
+def _image_spec(args: argparse.Namespace) -> ImageSpec:
+    size = None
+    if args.image_size:
+        vals = _floats(args.image_size, (), "--image-size")
+        if len(vals) != 2 or min(vals) < 1:
+            raise UsageError(f"--image-size: expected H,W, got '{args.image_size}'")
+        size = (int(vals[0]), int(vals[1]))
+    return ImageSpec(size=size, layout=args.layout, mean=_floats(args.mean, (0.0,), "--mean"),
+                     std=_floats(args.std, (1.0,), "--std"), bgr=args.bgr)
+
+
+class _ProgressBar:
+    """A rich progress bar driven by ``progress(done, total)`` callbacks (one task per stage)."""
+
+    def __init__(self, console: Console, label: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.label = label
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=True) if enabled else None
+        self.task: Any = None
+        self.stage = 0
+
+    def __enter__(self) -> _ProgressBar:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None or done == 1:
+            self.stage += 1
+            self.task = self.bar.add_task(f"{self.label} (pass {self.stage})", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+
 # ---------------------------------------------------------------------------- helpers
 def _file_size(path: str | os.PathLike[str]) -> int:
     p = Path(path)
@@ -318,8 +440,16 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     out = args.output or _default_output(args.model)
     if Path(out).resolve() == Path(args.model).resolve():
         raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+    if (args.reconstruct or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
+        need = "--reconstruct" if args.reconstruct else f"--criterion {args.criterion}"
+        raise UsageError(f"{need} needs calibration data: --calib DIR|FILE|random")
+    if args.feedback_passes < 0:
+        raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
+    if args.bias_only and not args.reconstruct:
+        raise UsageError("--bias-only only applies with --reconstruct")
     t0 = time.perf_counter()
-    with console.status("pruning…", spinner="dots") if not args.json else _null():
+    bar = _ProgressBar(console, "calibrating", enabled=bool(args.calib) and not args.json)
+    with bar, (console.status("pruning…", spinner="dots") if not args.json and not args.calib else _null()):
         res = prune(
             args.model,
             ratio=args.ratio,
@@ -330,11 +460,24 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             input_shapes=_input_shapes(args),
             seed=args.seed,
             prune_hidden=args.prune_hidden,
+            calibration=args.calib,
+            reconstruct=args.reconstruct,
+            global_ranking=args.global_ranking,
+            calib_samples=args.calib_samples,
+            batch_size=args.batch_size,
+            image_spec=_image_spec(args),
+            refit=not args.bias_only,
+            ridge=args.ridge,
+            progress=bar,
+            correction_passes=args.feedback_passes,
         )
         res.save(out, protect=(args.model,))
     elapsed = time.perf_counter() - t0
     data = prune_dict(res)
     data.update(output=out, size_before=_file_size(args.model), size_after=_file_size(out), seconds=elapsed)
+    if res.reconstruction:
+        data["reconstruction"] = [{"node": r.node, "mode": r.mode, "kept": r.kept, "total": r.total,
+                                   "reason": r.reason} for r in res.reconstruction]
     agreement = []
     if args.check:
         with console.status("comparing outputs…", spinner="dots") if not args.json else _null():
@@ -360,6 +503,10 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"removed {data['channels_removed']} channels in {len(data['groups'])} groups "
                   f"[dim]({elapsed:.2f}s)[/dim]")
+    if res.reconstruction:
+        modes = {m: sum(r.mode == m for r in res.reconstruction) for m in ("refit", "bias", "skip")}
+        console.print(f"reconstruction on {res.calib_samples} calibration samples: {modes['refit']} layers "
+                      f"refit, {modes['bias']} bias-compensated, {modes['skip']} skipped")
     for a in agreement:
         console.print(f"check '{a.name}': largest |difference| {a.max_abs:.3g}, cosine similarity {a.cosine:.6f}")
     return 0
@@ -682,9 +829,41 @@ def cmd_passes(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "profile": cmd_profile,
-            "bench": cmd_bench, "compare": cmd_compare, "optimize": cmd_optimize, "run": cmd_run,
-            "passes": cmd_passes}
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    for path in (args.original, args.pruned):
+        if not Path(path).is_file():
+            raise UsageError(f"model '{path}' does not exist")
+    proto = load_proto(args.original)
+    data = load_calibration(args.data, proto, n_samples=args.samples, batch_size=args.batch_size,
+                            image_spec=_image_spec(args))
+    labels = None
+    if args.labels:
+        labels = load_labels(args.labels)
+    elif Path(args.data).is_file() and Path(args.data).suffix == ".npz":
+        with np.load(args.data) as z:
+            labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1) if "labels" in z.files else None
+    bar = _ProgressBar(console, "evaluating", enabled=not args.json)
+    with bar:
+        res = evaluate(proto, args.pruned, data, labels, progress=bar)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    table = Table(title=f"{args.pruned} vs {args.original} on {res.samples} samples")
+    for col in ("output", "cosine", "relative L2", "max |diff|", "top-1 agreement"):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for o in res.outputs:
+        table.add_row(o.name, f"{o.cosine:.6f}", f"{o.rel_l2:.4g}", f"{o.max_abs:.4g}",
+                      "-" if o.top1_agreement is None else _pct(o.top1_agreement))
+    console.print(table)
+    if res.accuracy_original is not None:
+        console.print(f"accuracy: original {_pct(res.accuracy_original)}, pruned {_pct(res.accuracy_pruned)} "
+                      f"({100 * (res.accuracy_pruned - res.accuracy_original):+.2f} points)")
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "eval": cmd_eval,
+            "profile": cmd_profile, "bench": cmd_bench, "compare": cmd_compare, "optimize": cmd_optimize,
+            "run": cmd_run, "passes": cmd_passes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,26 @@ a channel shared by a residual stage is judged by all the layers it feeds:
 - ``bn``: ``s_c = Σ |γ_c|`` over BatchNormalization/InstanceNormalization scales in the group
   (network-slimming); groups without a normalization scale fall back to ``l1``;
 - ``random``: seeded uniform scores, the baseline every criterion should beat.
+
+Activation-aware criteria need calibration statistics (:mod:`onnxprune.calibration`). They score
+a channel by what removing it takes away from the layers that *read* it: for every consumer
+(Conv/Gemm/MatMul with a constant weight ``W``) whose input feature ``j`` belongs to channel
+``c``, with ``x_j`` the consumer's input along its channel axis,
+
+- ``wanda`` (structured Wanda): ``s_c = Σ_j ‖x_j‖ · Σ_o |W[o, j]|`` with ``‖x_j‖ = sqrt(E[x_j²])``:
+  a weight matters as much as the activation it multiplies;
+- ``fluct`` (FLAP's fluctuation): ``s_c = Σ_j Var(x_j) · Σ_o W[o, j]²``: the part of the output
+  a constant cannot replace (the mean is restored by bias compensation), so a channel whose
+  input barely varies is cheap to remove;
+- ``apoz``: ``s_c = 1 - mean_j APoZ(x_j)``, the share of non-zero activations (network
+  trimming); ties (channels never exactly zero) are broken by ``wanda``.
+
+Groups no consumer reads with statistics fall back to ``l1``.
+
+Global ranking (:func:`normalized_importance`) compares channels of different layers: within a
+stratum the scores sorted ascending ``s_1 ≤ … ≤ s_n`` become ``s_i / Σ_{k≥i} s_k`` (LAMP's
+normalization), which lies in (0, 1], gives 1 to every layer's strongest channel, and makes
+scales of different layers comparable.
 """
 
 from __future__ import annotations
@@ -16,15 +36,17 @@ import logging
 
 import numpy as np
 
+from .calibration import CalibrationStats, channel_key, find_consumers
 from .depgraph import DepGraph
 from .errors import PlanError
 from .graph import const_value
 
-__all__ = ["CRITERIA", "channel_importance"]
+__all__ = ["CRITERIA", "ACTIVATION_CRITERIA", "channel_importance", "normalized_importance"]
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("l1", "l2", "bn", "random")
+ACTIVATION_CRITERIA = ("wanda", "fluct", "apoz")
+CRITERIA = ("l1", "l2", "bn", "random") + ACTIVATION_CRITERIA
 
 
 def _magnitude(dg: DepGraph, power: int) -> np.ndarray:
@@ -80,10 +102,60 @@ def _bn_scale(dg: DepGraph) -> np.ndarray:
     return score
 
 
-def channel_importance(dg: DepGraph, criterion: str = "l1", seed: int = 0) -> np.ndarray:
-    """Importance of every channel of ``dg`` (higher = keep)."""
+def _activation(dg: DepGraph, criterion: str, stats: CalibrationStats) -> np.ndarray:
+    score = np.zeros(dg.n_channels)
+    count = np.zeros(dg.n_channels)
+    tensors = dg.model.graph.tensors()
+    for c in find_consumers(dg.model):
+        key = (c.w, c.w_in)
+        st = stats.channels.get(channel_key(c))
+        if key not in dg.spaces or st is None or st.mean is None:
+            continue
+        w = np.asarray(const_value(tensors[c.w]), dtype=np.float64)
+        per_in = np.moveaxis(w, c.w_in, 0).reshape(w.shape[c.w_in], -1)
+        if len(st.mean) != per_in.shape[0] or dg.spaces[key].size != per_in.shape[0]:
+            continue
+        if criterion == "wanda":
+            atom = np.sqrt(st.mean_square) * np.abs(per_in).sum(axis=1)
+        elif criterion == "fluct":
+            atom = st.var * np.square(per_in).sum(axis=1)
+        else:
+            atom = 1.0 - st.apoz
+        chans = dg.space_channels(key)
+        np.add.at(score, chans, atom)
+        np.add.at(count, chans, 1.0)
+    if criterion == "apoz":
+        score = np.where(count > 0, score / np.maximum(count, 1), 0.0)
+        tie = _activation(dg, "wanda", stats)
+        # a tie-break far below one APoZ step (1/n of a channel's elements)
+        span = np.max(np.abs(tie)) if tie.size else 0.0
+        if span > 0:
+            score = score + 1e-9 * tie / span
+    missing = count == 0
+    if missing.any():
+        l1 = _magnitude(dg, 1)
+        for g in np.unique(dg.channel_group[missing & ~dg.channel_frozen]):
+            chans = dg.groups[g].channels
+            if (count[chans] == 0).all():
+                score[chans] = l1[chans]
+                log.info("group %d has no calibrated consumer; scored by l1", g)
+    return score
+
+
+def channel_importance(
+    dg: DepGraph, criterion: str = "l1", seed: int = 0, stats: CalibrationStats | None = None
+) -> np.ndarray:
+    """Importance of every channel of ``dg`` (higher = keep).
+
+    ``stats`` (from :func:`onnxprune.calibration.collect_stats` with channel statistics) is
+    required by the activation-aware criteria.
+    """
     if criterion not in CRITERIA:
         raise PlanError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
+    if criterion in ACTIVATION_CRITERIA:
+        if stats is None or not stats.channels:
+            raise PlanError(f"criterion '{criterion}' needs calibration data (--calib DIR|random)")
+        return _activation(dg, criterion, stats)
     if criterion == "random":
         return np.random.default_rng(seed).random(dg.n_channels)
     if criterion in ("l1", "l2"):
@@ -103,3 +175,17 @@ def channel_importance(dg: DepGraph, criterion: str = "l1", seed: int = 0) -> np
             chans = dg.groups[g].channels
             bn[chans] = l1[chans]
     return bn
+
+
+def normalized_importance(dg: DepGraph, score: np.ndarray) -> np.ndarray:
+    """LAMP-style scores comparable across layers: ``s_i / Σ_{k≥i} s_k`` within each stratum."""
+    out = np.zeros_like(score, dtype=np.float64)
+    for g in dg.groups:
+        for s in np.unique(g.strata):
+            chans = g.channels[g.strata == s]
+            v = np.maximum(score[chans].astype(np.float64), 0.0)
+            order = np.argsort(v, kind="stable")
+            tail = np.cumsum(v[order][::-1])[::-1]
+            norm = np.where(tail > 0, v[order] / np.where(tail > 0, tail, 1.0), 1.0)
+            out[chans[order]] = norm
+    return out

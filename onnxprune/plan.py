@@ -8,6 +8,12 @@ same share. Per stratum of ``n`` channels it removes ``n·ratio`` rounded to the
 it keeps at least ``min_channels`` and rounds the kept count up to a multiple of ``round_to``
 (never above ``n``), and removes the least important prunable ones; ties break by channel index,
 so plans are deterministic.
+
+The global planner (:func:`global_plan`) instead ranks every prunable channel of the model by its
+normalized score (:func:`~onnxprune.importance.normalized_importance`) and removes the lowest
+``ratio`` of them, so layers that matter less lose more. Each stratum still keeps at least
+``min_channels`` and a multiple of ``round_to`` (rounding up, i.e. removing fewer), so the share
+actually removed can fall slightly below ``ratio``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import numpy as np
 
 from .depgraph import DepGraph
 from .errors import PlanError
-from .importance import channel_importance
+from .importance import channel_importance, normalized_importance
 
-__all__ = ["Plan", "GroupPlan", "uniform_plan", "plan_from_channels"]
+__all__ = ["Plan", "GroupPlan", "uniform_plan", "global_plan", "plan_from_channels"]
 
 
 @dataclass
@@ -83,6 +89,68 @@ def uniform_plan(
                 continue
             order = np.lexsort((chans, score[chans]))
             removed[chans[order[:n_remove]]] = True
+    return Plan(removed, _summarize(dg, removed))
+
+
+def _check_options(ratio: float, round_to: int, min_channels: int) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise PlanError(f"--ratio must be in [0, 1), got {ratio}")
+    if round_to < 1:
+        raise PlanError(f"--round-to must be >= 1, got {round_to}")
+    if min_channels < 1:
+        raise PlanError(f"--min-channels must be >= 1, got {min_channels}")
+
+
+def global_plan(
+    dg: DepGraph,
+    ratio: float,
+    criterion: str = "l1",
+    round_to: int = 1,
+    min_channels: int = 1,
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+) -> Plan:
+    """Removes the ``ratio`` of all prunable channels with the lowest normalized scores."""
+    _check_options(ratio, round_to, min_channels)
+    score = channel_importance(dg, criterion, seed) if importance is None else importance
+    norm = normalized_importance(dg, score)
+    # Every prunable channel with its stratum's capacity (how many it may lose at most).
+    stratum_of = np.full(dg.n_channels, -1, dtype=np.int64)
+    sizes: list[int] = []
+    caps: list[int] = []
+    for g in dg.groups:
+        if g.is_barrier:
+            continue
+        for s in np.unique(g.strata):
+            idx = np.flatnonzero(g.strata == s)
+            n = len(idx)
+            chans = g.channels[idx[g.prunable[idx]]]
+            keep = min(n, max(min_channels, 1))
+            stratum_of[chans] = len(sizes)
+            sizes.append(n)
+            caps.append(min(n - keep, len(chans)))
+    cand = np.flatnonzero(stratum_of >= 0)
+    target = int(round(ratio * len(cand)))
+    order = cand[np.lexsort((cand, norm[cand]))]
+    taken = np.zeros(len(sizes), dtype=np.int64)
+    chosen: list[list[int]] = [[] for _ in sizes]
+    n_taken = 0
+    for ch in order:
+        if n_taken >= target:
+            break
+        st = stratum_of[ch]
+        if taken[st] < caps[st]:
+            taken[st] += 1
+            chosen[st].append(int(ch))
+            n_taken += 1
+    removed = np.zeros(dg.n_channels, dtype=bool)
+    for st, chans in enumerate(chosen):
+        if not chans:
+            continue
+        keep = sizes[st] - len(chans)
+        keep = min(sizes[st], math.ceil(keep / round_to) * round_to)
+        n_remove = sizes[st] - keep
+        removed[chans[:n_remove]] = True  # chosen in ascending score order
     return Plan(removed, _summarize(dg, removed))
 
 

@@ -1,6 +1,12 @@
-"""Channel pruning as a pass: the same options as ``onnxprune prune``."""
+"""Channel pruning as a pass: the same options as ``onnxprune prune``.
+
+With ``calibration`` and ``reconstruct=True`` the pass also refits the layers that lost input
+channels (:mod:`onnxprune.reconstruct`), so an export script can prune and reconstruct in one step.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from onnxprune.api import prune
 from onnxprune.graph import Model, fold_small_constants, untie_uniform_constants
@@ -28,16 +34,28 @@ class ChannelPruning(InPlacePass):
         ignore: list[str] | None = None,
         prune_hidden: bool = False,
         seed: int = 0,
+        calibration: Any = None,
+        reconstruct: bool = False,
+        global_ranking: bool = False,
+        calib_samples: int = 256,
     ) -> None:
         """
         Args:
             ratio: share of channels removed per layer, in [0, 1).
-            criterion: channel importance: one of ``l1``, ``l2``, ``bn``, ``random``.
+            criterion: channel importance: ``l1``, ``l2``, ``bn``, ``random``, or with
+                calibration data ``wanda``, ``fluct``, ``apoz``.
             round_to: keep channel counts a multiple of this.
             min_channels: never keep fewer channels than this in a layer.
             ignore: node or tensor name globs whose channels are kept.
             prune_hidden: also prune a transformer's residual width (lossy; opt-in).
             seed: for the ``random`` criterion.
+            calibration: calibration data (folder or file of .npy/.npz, iterable of feed
+                dicts, or ``"random"``) for activation-aware criteria and reconstruction.
+            reconstruct: refit each pruned layer's consumers by least squares on the
+                calibration data (bias compensation where a refit is impossible).
+            global_ranking: rank channels across groups (normalized scores) instead of a
+                uniform ratio per layer.
+            calib_samples: calibration samples to use.
         """
         self.ratio = ratio
         self.criterion = criterion
@@ -46,6 +64,10 @@ class ChannelPruning(InPlacePass):
         self.ignore = ignore
         self.prune_hidden = prune_hidden
         self.seed = seed
+        self.calibration = calibration
+        self.reconstruct = reconstruct
+        self.global_ranking = global_ranking
+        self.calib_samples = calib_samples
         #: Channels removed by the last run.
         self._removed = 0
 
@@ -71,6 +93,10 @@ class ChannelPruning(InPlacePass):
             input_shapes=model.input_shapes,
             seed=self.seed,
             prune_hidden=self.prune_hidden,
+            calibration=self.calibration,
+            reconstruct=self.reconstruct,
+            global_ranking=self.global_ranking,
+            calib_samples=self.calib_samples,
         )
         self._removed = res.plan.n_removed
         return PassResult(res.model, res.plan.n_removed > 0)

@@ -1,0 +1,251 @@
+"""Reconstruction math, activation-aware criteria, global ranking, and the trained digits models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from models.zoo import ZOO
+from onnxprune import api, verify
+from onnxprune.calibration import load_calibration
+from onnxprune.depgraph import build_depgraph
+from onnxprune.graph import load
+from onnxprune.importance import channel_importance, normalized_importance
+from onnxprune.plan import global_plan, plan_from_channels, uniform_plan
+from onnxprune.testing import choose_channels, kill_channels
+
+from .conftest import assert_valid
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED = ROOT / "models" / "trained"
+
+
+def _outputs(proto, feeds):
+    return verify.run(verify.session(proto), feeds)
+
+
+@pytest.mark.parametrize("refit", [True, False], ids=["refit", "bias-only"])
+@pytest.mark.parametrize(
+    "name", ["resnet_basic", "flatten_gemm_head", "reshape_matmul_head", "mobilenet_v2", "audio_conv1d",
+             "resnext_grouped", "conv3d_net"]
+)
+def test_dead_channels_reconstruct_losslessly(name, refit):
+    """Exactly dead channels carry nothing: the refit must leave every output as it was."""
+    model = load(ZOO[name]())
+    dg = build_depgraph(model)
+    chans = choose_channels(dg, 0.4, seed=1)
+    kill_channels(dg, chans)
+    ref_proto = model.to_proto()
+    sess = verify.session(ref_proto)
+    feeds = verify.make_feeds(sess, seed=11, batch=3)
+    ref = verify.run(sess, feeds)
+    res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg, calibration="random",
+                    calib_samples=24, batch_size=8, reconstruct=True, refit=refit, ridge=1e-9)
+    assert_valid(res.proto)
+    assert res.reconstruction, "some consumer must have lost inputs"
+    assert {r.mode for r in res.reconstruction} <= {"refit", "bias"}
+    for a, b in zip(ref, _outputs(res.proto, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def _linear_chain(conv: bool) -> tuple[onnx.ModelProto, int]:
+    """x -> layer1 (channel 5 = ch0 - 2·ch1 + 0.5) -> layer2 -> y, no nonlinearity in between."""
+    rng = np.random.default_rng(3)
+    if conv:
+        w1 = rng.standard_normal((6, 3, 1, 1)).astype(np.float32)
+        w1[5] = w1[0] - 2 * w1[1]
+        b1 = rng.standard_normal(6).astype(np.float32)
+        b1[5] = b1[0] - 2 * b1[1] + 0.5
+        w2 = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+        nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="c1"),
+                 helper.make_node("Conv", ["h", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+        x_shape, y_shape = ["n", 3, 6, 5], ["n", 4, 6, 5]
+    else:
+        w1 = rng.standard_normal((3, 6)).astype(np.float32)
+        w1[:, 5] = w1[:, 0] - 2 * w1[:, 1]
+        b1 = rng.standard_normal(6).astype(np.float32)
+        b1[5] = b1[0] - 2 * b1[1] + 0.5
+        w2 = rng.standard_normal((6, 4)).astype(np.float32)
+        nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="g1"),
+                 helper.make_node("MatMul", ["h", "w2"], ["y"], name="m2")]
+        x_shape, y_shape = ["n", 3], ["n", 4]
+    inits = [onnx.numpy_helper.from_array(v, k) for k, v in (("w1", w1), ("b1", b1), ("w2", w2))]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), 5
+
+
+@pytest.mark.parametrize("conv", [True, False], ids=["conv-im2col", "gemm-matmul"])
+def test_refit_recovers_a_linearly_dependent_channel(conv):
+    proto, dependent = _linear_chain(conv)
+    feeds = {"x": np.random.default_rng(9).standard_normal([4] + [d for d in
+             [3, 6, 5] if conv] or [4, 3]).astype(np.float32)}
+    if not conv:
+        feeds = {"x": np.random.default_rng(9).standard_normal((4, 3)).astype(np.float32)}
+    ref = _outputs(proto, feeds)[0]
+    model = load(proto)
+    dg = build_depgraph(model)
+    key = ("w1", 0) if conv else ("w1", 1)
+    chan = dg.space_channels(key)[dependent]
+    plan = plan_from_channels(dg, [chan])
+    res = api.prune(model, plan=plan, depgraph=dg, calibration="random", calib_samples=64, reconstruct=True,
+                    ridge=1e-10)
+    assert [r.mode for r in res.reconstruction] == ["refit"]
+    got = _outputs(res.proto, feeds)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # without the refit the same cut is far off: the test can fail
+    plain = api.prune(load(proto), plan=plan, depgraph=build_depgraph(load(proto)))
+    assert np.abs(_outputs(plain.proto, feeds)[0] - ref).max() > 1e-2
+
+
+def test_bias_compensation_restores_a_constant_channel():
+    """A channel that is constant on the data is replaced exactly by a bias (none existed)."""
+    proto, dependent = _linear_chain(conv=False)
+    w1 = onnx.numpy_helper.to_array(proto.graph.initializer[0]).copy()
+    w1[:, dependent] = 0.0  # channel 5 is now the constant b1[5]
+    proto.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w1, "w1"))
+    feeds = {"x": np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)}
+    ref = _outputs(proto, feeds)[0]
+    dg = build_depgraph(load(proto))
+    plan = plan_from_channels(dg, [dg.space_channels(("w1", 1))[dependent]])
+    res = api.prune(dg.model, plan=plan, depgraph=dg, calibration="random", reconstruct=True, refit=False)
+    assert [r.mode for r in res.reconstruction] == ["bias"]
+    assert [n.op_type for n in res.proto.graph.node] == ["Gemm", "MatMul", "Add"]
+    np.testing.assert_allclose(_outputs(res.proto, feeds)[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_criteria_and_global_plan_on_digits_cnn():
+    model = load(TRAINED / "digits_cnn.onnx")
+    dg = build_depgraph(model)
+    calib = load_calibration(TRAINED / "digits_calib.npz", model, n_samples=64)
+    from onnxprune.calibration import collect_stats, find_consumers
+
+    stats = collect_stats(model, calib, find_consumers(model))
+    scores = {c: channel_importance(dg, c, stats=stats) for c in ("wanda", "fluct", "apoz")}
+    free = ~dg.channel_frozen
+    for c, s in scores.items():
+        assert np.all(np.isfinite(s)) and np.all(s[free] >= 0), c
+        assert len(np.unique(s[free])) > free.sum() // 2, f"{c} hardly distinguishes channels"
+    # APoZ: the share of non-zero post-ReLU activations, in [0, 1]
+    assert scores["apoz"][free].max() <= 1.0 + 1e-6
+    norm = normalized_importance(dg, scores["wanda"])
+    assert np.all((norm[free] >= 0) & (norm[free] <= 1.0 + 1e-12))
+    for g in dg.groups:
+        if not g.is_barrier:
+            assert np.isclose(norm[g.channels].max(), 1.0)  # every layer's strongest channel
+    plan = global_plan(dg, 0.4, importance=scores["wanda"], round_to=8, min_channels=8)
+    uni = uniform_plan(dg, 0.4, importance=scores["wanda"])
+    assert abs(plan.n_removed - 0.4 * free.sum()) <= 8 * len(dg.groups)
+    kept_share = [gp.after / gp.before for gp in plan.groups]
+    assert max(kept_share) - min(kept_share) > 0.1, "global ranking should cut layers unevenly"
+    assert all(gp.after % 8 == 0 or gp.after == gp.before for gp in plan.groups)
+    assert all(gp.after >= 8 for gp in plan.groups)
+    assert uni.n_removed > 0
+
+
+def _accuracy(proto_or_path, x, y) -> float:
+    return float((_outputs(proto_or_path, {"input": x})[0].argmax(-1) == y).mean())
+
+
+def test_digits_cnn_half_the_macs_keeps_accuracy_with_reconstruction():
+    """The acceptance case: 50% of MACs removed, no retraining, drop <= 2 points."""
+    test = np.load(TRAINED / "digits_test.npz")
+    x, y = test["input"], test["labels"]
+    src = TRAINED / "digits_cnn.onnx"
+    base = _accuracy(src, x, y)
+    assert base > 0.97  # as recorded in models/trained/README.md
+    res = api.prune(src, ratio=0.3, criterion="wanda", calibration=TRAINED / "digits_calib.npz",
+                    reconstruct=True)
+    assert res.after.macs <= 0.5 * res.before.macs * 1.01
+    assert_valid(res.proto)
+    plain = api.prune(src, ratio=0.3, criterion="wanda", calibration=TRAINED / "digits_calib.npz")
+    rec, no_rec = _accuracy(res.proto, x, y), _accuracy(plain.proto, x, y)
+    assert base - rec <= 0.02
+    assert rec > no_rec  # reconstruction is what keeps it
+
+
+def test_digits_vit_reconstruction_improves_fidelity():
+    test = np.load(TRAINED / "digits_test.npz")
+    x = test["input"][:120]
+    src = TRAINED / "digits_vit.onnx"
+    ref = _outputs(src, {"input": x})[0]
+    kw = dict(ratio=0.4, criterion="wanda", calibration=TRAINED / "digits_calib.npz", calib_samples=128)
+    rec = api.prune(src, reconstruct=True, **kw)
+    plain = api.prune(src, **kw)
+    assert_valid(rec.proto)
+    assert any(r.mode == "refit" for r in rec.reconstruction)
+    err = [np.linalg.norm(_outputs(p, {"input": x})[0] - ref) / np.linalg.norm(ref) for p in (plain.proto, rec.proto)]
+    assert err[1] < err[0]
+
+
+# --------------------------------------------------------------------------------- CLI
+def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
+    import json
+
+    from onnxprune.cli import main
+
+    out = tmp_path / "small.onnx"
+    src = str(TRAINED / "digits_cnn.onnx")
+    rc = main(["prune", src, "-o", str(out), "--ratio", "0.3", "--criterion", "wanda",
+               "--calib", str(TRAINED / "digits_calib.npz"), "--calib-samples", "128", "--reconstruct", "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["mode"] for r in data["reconstruction"]} == {"refit"}
+    rc = main(["eval", src, str(out), "--data", str(TRAINED / "digits_test.npz"), "--json"])
+    assert rc == 0
+    ev = json.loads(capsys.readouterr().out)
+    test = np.load(TRAINED / "digits_test.npz")
+    assert ev["samples"] == len(test["labels"])
+    assert ev["accuracy_original"] == pytest.approx(_accuracy(src, test["input"], test["labels"]))
+    assert ev["accuracy_pruned"] == pytest.approx(_accuracy(str(out), test["input"], test["labels"]))
+    (o,) = ev["outputs"]
+    assert 0.95 < o["cosine"] < 1.0 and 0 < o["rel_l2"] < 0.3 and o["top1_agreement"] > 0.95
+    # a model against itself: perfect agreement
+    labels = tmp_path / "labels.txt"
+    np.savetxt(labels, test["labels"][:50], fmt="%d")
+    np.save(tmp_path / "x.npy", test["input"][:50])
+    rc = main(["eval", src, src, "--data", str(tmp_path / "x.npy"), "--labels", str(labels), "--json"])
+    ev = json.loads(capsys.readouterr().out)
+    assert rc == 0 and ev["outputs"][0]["cosine"] == pytest.approx(1.0) and ev["outputs"][0]["rel_l2"] == 0.0
+    assert ev["outputs"][0]["top1_agreement"] == 1.0 and ev["accuracy_original"] == ev["accuracy_pruned"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--reconstruct"], "--reconstruct needs calibration data"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--criterion", "wanda"], "--criterion wanda needs calibration"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--calib", "{tmp}/nope", "--reconstruct"], "does not exist"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--bias-only"], "--bias-only only applies"),
+        (["eval", "{src}", "{src}", "--data", "{tmp}/nope"], "does not exist"),
+        (["eval", "{src}", "{tmp}/missing.onnx", "--data", "{calib}"], "model '"),
+        (["eval", "{src}", "{src}", "--data", "{calib}", "--labels", "{tmp}/few.npy"], "labels for"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    from onnxprune.cli import main
+
+    np.save(tmp_path / "few.npy", np.zeros(3, np.int64))
+    fill = dict(src=str(TRAINED / "digits_cnn.onnx"), tmp=str(tmp_path), calib=str(TRAINED / "digits_calib.npz"))
+    rc = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_error_feedback_pass_brings_the_vit_closer_than_one_shot():
+    calib = np.load(TRAINED / "digits_calib.npz")["input"][:128]
+    src = TRAINED / "digits_vit.onnx"
+    ref = _outputs(src, {"input": calib})[0]
+    errs = []
+    for passes in (0, 1):
+        res = api.prune(src, ratio=0.5, criterion="fluct", calibration=TRAINED / "digits_calib.npz",
+                        calib_samples=128, reconstruct=True, correction_passes=passes)
+        out = _outputs(res.proto, {"input": calib})[0]
+        errs.append(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    assert errs[1] < 0.95 * errs[0], errs
