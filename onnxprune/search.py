@@ -54,7 +54,6 @@ from .io import load_proto, save_proto
 from .latency_model import LatencyModel
 from .profile import profile
 from .sensitivity import (
-    Calibration,
     Evaluator,
     Fidelity,
     SearchSpace,
@@ -145,6 +144,16 @@ class Candidate:
     params: int
     fidelity: Fidelity | None = None
     measured_ms: float | None = None
+    #: latency relative to the original: measured in the same interleaved run, and predicted
+    measured_ratio: float | None = None
+    predicted_ratio: float | None = None
+
+    @property
+    def prediction_error(self) -> float | None:
+        """|predicted - measured| / measured, on latency relative to the original (drift cancels)."""
+        if self.measured_ratio is None or self.predicted_ratio is None:
+            return None
+        return abs(self.predicted_ratio - self.measured_ratio) / self.measured_ratio
 
     @property
     def loss(self) -> float:
@@ -157,8 +166,9 @@ class Candidate:
             "ratios": space.ratios(self.config),
             "predicted_ms": self.predicted_ms,
             "measured_ms": self.measured_ms,
-            "prediction_error": (abs(self.predicted_ms - self.measured_ms) / self.measured_ms
-                                 if self.measured_ms else None),
+            "measured_ratio": self.measured_ratio,
+            "predicted_ratio": self.predicted_ratio,
+            "prediction_error": self.prediction_error,
             "macs": self.macs,
             "params": self.params,
             "fidelity": self.fidelity.as_dict() if self.fidelity else None,
@@ -202,8 +212,9 @@ class SearchResult:
             "latency_model": self.latency_model,
             "prediction_error": {
                 "checked": [{"source": c.source, "predicted_ms": c.predicted_ms, "measured_ms": c.measured_ms,
-                             "error": abs(c.predicted_ms - c.measured_ms) / c.measured_ms} for c in errs],
-                "max": max((abs(c.predicted_ms - c.measured_ms) / c.measured_ms for c in errs), default=None),
+                             "predicted_ratio": c.predicted_ratio, "measured_ratio": c.measured_ratio,
+                             "error": c.prediction_error} for c in errs],
+                "max": max((c.prediction_error or 0.0 for c in errs), default=None),
             },
             "pareto_latency": [c.as_dict(self.space) for c in self.pareto("predicted_ms")],
             "pareto_macs": [c.as_dict(self.space) for c in self.pareto("macs")],
@@ -462,7 +473,8 @@ class _Search:
             if complete:
                 save_cached(cache_dir, self.sens_key, {"table": table.tolist(), "options": options})
         # fill: linear in ratio between measured levels; unmeasured groups take the worst measured
-        worst = np.nanmax(table[:, 1:], axis=0) if np.isfinite(table[:, 1:]).any() else np.zeros(len(levels) - 1)
+        measured = table[:, 1:]
+        worst = np.array([np.max(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan for col in measured.T])
         for gi in range(n):
             row = table[gi]
             known = [i for i in range(len(levels)) if np.isfinite(row[i])]
@@ -664,8 +676,10 @@ class _Search:
         check = [best] + front[::step][: max(o.check_candidates - 1, 0)]
         self.progress("checking", 0, 1, f"{len(check)} candidates end to end")
         ms = self._measure([c.config for c in check], repeat=o.repeat)
+        base_pred = self.lat.predict(self.space.removed(tuple([0] * self.space.n_groups)))
         for c, m in zip(check, ms[1:]):
-            c.measured_ms = m
+            c.measured_ms, c.measured_ratio = m, m / ms[0]
+            c.predicted_ratio = c.predicted_ms / base_pred
         self.progress("checking", 1, 1, "")
         self.stages["check_s"] = time.monotonic() - t
         self.pool.close()
@@ -755,9 +769,10 @@ def plot_pareto(result: SearchResult, path: Path) -> bool:
                    edgecolors="red", label="chosen")
         if x == "predicted_ms" and result.targets.get("latency_ms"):
             ax.axvline(result.targets["latency_ms"], color="red", lw=0.8, ls=":", label="target")
-        meas = [c for c in cands if c.measured_ms]
-        if x == "predicted_ms" and meas:
-            ax.scatter([c.measured_ms for c in meas], [c.fidelity.cosine for c in meas], marker="x",  # type: ignore[union-attr]
+        meas = [c for c in cands if c.measured_ratio]
+        if x == "predicted_ms" and meas:  # measured relative to the original, on the original's scale
+            xs = [c.measured_ratio * result.baseline_ms for c in meas]  # type: ignore[operator]
+            ax.scatter(xs, [c.fidelity.cosine for c in meas], marker="x",  # type: ignore[union-attr]
                        color="green", label="measured end to end")
         ax.set_xlabel(label)
         ax.set_ylabel("output cosine similarity")
