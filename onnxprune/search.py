@@ -361,7 +361,7 @@ class _Search:
                         "about accuracy on real data")
             self.calib = random_calibration(self.proto, o.input_shapes, o.calib_samples, o.seed)
         args = (self.model_bytes, o.input_shapes, o.ignore, o.prune_hidden, o.levels, o.round_to,
-                o.min_channels, o.criterion, o.seed, self.calib, 1 if o.workers > 1 else o.threads)
+                o.min_channels, o.criterion, o.seed, self.calib, 1)  # one thread: same numbers in any executor
         self.evaluator = Evaluator(*args)
         self.pool = _Pool(o.executor, o.workers, o.address, args, self.evaluator)
         self.lat = LatencyModel(self.model, self.dg, self.provider, o.threads, o.round_to)

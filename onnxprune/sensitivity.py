@@ -181,7 +181,9 @@ class SearchSpace:
         score = channel_importance(dg, criterion, seed)
         self.groups: list[int] = []
         self.removal: list[list[np.ndarray]] = []
-        for g in dg.groups:
+        # group ids follow set iteration order, which differs between processes: order the
+        # searched groups by their spaces' names so a configuration means the same everywhere
+        for g in sorted(dg.groups, key=lambda g: min(g.spaces, default=("", 0))):
             if g.is_barrier:
                 continue
             per_level = [self._remove(g, r, score) for r in self.levels]
