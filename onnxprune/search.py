@@ -131,7 +131,7 @@ class SearchOptions:
     steps: int = 8
     population: int = 24
     generations: int = 40
-    repeat: int = 20
+    repeat: int = 50
     check_candidates: int = 4
 
 
@@ -398,7 +398,7 @@ class _Search:
         protos: list[onnx.ModelProto] = [self.proto]
         for c in configs:
             protos.append(self.evaluator.pruned_proto(c))
-        res = interleaved_latency(protos, self._feeds, threads=self.opts.threads, warmup=3, repeat=repeat,
+        res = interleaved_latency(protos, self._feeds, threads=self.opts.threads, warmup=5, repeat=repeat,
                                   provider=self.provider)
         return res.medians_ms
 
