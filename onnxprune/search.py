@@ -573,27 +573,47 @@ class _Search:
             return self.target_params / max(self.lat.full_params, 1) * self.baseline_ms
         return None
 
+    def _step_gains(self) -> np.ndarray:
+        """Cost saved by each single-level step of each group alone (from the unpruned model)."""
+        n, L = self.space.n_groups, self.space.n_levels
+        zero = [0] * n
+        base = self._cost(self.candidate(tuple(zero), "evolution"))
+        gains = np.zeros((n, L))
+        for i in range(n):
+            prev = base
+            for lv in range(1, L):
+                cost = self._cost(self.candidate(tuple(zero[:i] + [lv] + zero[i + 1 :]), "evolution"))
+                gains[i, lv] = max(prev - cost, 1e-9)
+                prev = cost
+        return gains
+
     def _repair(self, cfg: list[int], rng: np.random.Generator) -> tuple[int, ...]:
+        """Raises levels until the candidate is feasible: mostly the best surrogate trade, sometimes at random.
+
+        The cost a raise saves is estimated from single-group steps, so the latency model is
+        asked only once per round of raises, not once per group and level.
+        """
         L = self.space.n_levels
         c = self.candidate(tuple(cfg), "evolution")
-        guard = 0
-        while not self.feasible(c) and guard < self.space.n_groups * L:
-            guard += 1
+        for _ in range(self.space.n_groups * L):
+            if self.feasible(c):
+                break
             opts = [i for i in range(len(cfg)) if cfg[i] < L - 1]
             if not opts:
                 break
-            # raise one level: mostly the group with the best surrogate trade, sometimes a random one
-            if rng.random() < 0.3:
-                i = int(rng.choice(opts))
-            else:
-                scores = []
-                for i in opts:
-                    nxt = cfg[:i] + [cfg[i] + 1] + cfg[i + 1 :]
-                    cn = self.candidate(tuple(nxt), "evolution")
-                    gain = self._cost(c) - self._cost(cn) + 1e-3 * self.gap(c) - 1e-3 * self.gap(cn)
-                    scores.append(((self.sens[i, cfg[i] + 1] - self.sens[i, cfg[i]]) / max(gain, 1e-9), i))
-                i = min(scores)[1]
-            cfg[i] += 1
+            target = self._cost_target()
+            est = self._cost(c)
+            need = est - target if target is not None else 0.0
+            saved = 0.0
+            while opts and (saved < need or saved == 0.0):
+                if rng.random() < 0.3:
+                    i = int(rng.choice(opts))
+                else:
+                    i = min(opts, key=lambda j: ((self.sens[j, cfg[j] + 1] - self.sens[j, cfg[j]])
+                                                 / self._gains[j, cfg[j] + 1], j))
+                cfg[i] += 1
+                saved += self._gains[i, cfg[i]]
+                opts = [j for j in range(len(cfg)) if cfg[j] < L - 1]
             c = self.candidate(tuple(cfg), "evolution")
         return tuple(cfg)
 
@@ -601,6 +621,7 @@ class _Search:
         o = self.opts
         rng = np.random.default_rng(o.seed)
         n, L = self.space.n_groups, self.space.n_levels
+        self._gains = self._step_gains()
         pop: list[tuple[int, ...]] = []
         for lv in range(L):
             pop.append(self._repair([lv] * n, rng))

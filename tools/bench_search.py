@@ -23,7 +23,8 @@ each model:
    uniform fidelity at the searched model's measured latency, and the uniform latency at the
    searched model's fidelity.
 
-Results go to ``--out-md`` (section between ``<!-- search:begin -->`` and ``<!-- search:end -->``),
+Results go to ``--out-md`` (the section between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``,
+``--section NAME``, default ``search``),
 plots to ``docs/figures/search-<model>.png`` and raw numbers to ``--workdir``.
 """
 
@@ -214,9 +215,9 @@ def draw(r: dict, res, path: Path) -> None:
     plt.close(fig)
 
 
-def render(results: list[dict], command: str, info: dict) -> str:
+def render(results: list[dict], command: str, info: dict, section: str = "search") -> str:
     lines = [
-        "<!-- search:begin -->",
+        f"<!-- {section}:begin -->",
         f"Command: `{command}`  ",
         f"Machine: {info['machine']}; onnxruntime {info['ort']}, CPU provider, {info['threads']} threads, batch 1; "
         f"{info['date']}.",
@@ -256,13 +257,13 @@ def render(results: list[dict], command: str, info: dict) -> str:
             continue
         pts = ", ".join(f"{c['predicted_ratio']:.3f}/{c['measured_ratio']:.3f}" for c in r["prediction_checked"])
         lines.append(f"- **{r['name']}** — {pts}")
-    lines.append("<!-- search:end -->")
+    lines.append(f"<!-- {section}:end -->")
     return "\n".join(lines)
 
 
-def write_doc(path: Path, section: str) -> None:
+def write_doc(path: Path, section: str, name: str = "search") -> None:
     text = path.read_text() if path.exists() else "# Pruning as search\n\n"
-    b, e = "<!-- search:begin -->", "<!-- search:end -->"
+    b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if b in text and e in text:
         text = text[: text.index(b)] + section + text[text.index(e) + len(e):]
     else:
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat-e2e", type=int, default=60, help="timed runs per model in the final comparison")
     p.add_argument("--workdir", default="/tmp/onnxprune-search-bench")
     p.add_argument("--out-md", default=str(REPO_ROOT / "docs" / "search.md"))
+    p.add_argument("--section", default="search", help="name of the section of --out-md to replace")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -308,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     info = {"machine": f"{platform.processor() or platform.machine()}, 2 cores (shared)", "ort": ort.__version__,
             "threads": args.threads, "date": dt.date.today().isoformat()}
     command = "PYTHONPATH=. python tools/bench_search.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section = render(results, command, info)
+    section = render(results, command, info, args.section)
     print(section)
-    write_doc(Path(args.out_md), section)
+    write_doc(Path(args.out_md), section, args.section)
     return 0
 
 
