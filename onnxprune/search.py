@@ -394,13 +394,23 @@ class _Search:
         return [self.cands[c] for c in configs]
 
     def _measure(self, configs: Sequence[tuple[int, ...]], repeat: int) -> list[float]:
-        """End-to-end interleaved latency of the original (first) and ``configs``."""
-        protos: list[onnx.ModelProto] = [self.proto]
+        """End-to-end latency of the original (first) and of each of ``configs``.
+
+        Each candidate is timed in turns with the original (A B A B ..., as ``onnxprune compare``
+        does) and its share of the original's median is taken from that pair; returned times are
+        those shares times the original's median over all pairs. Pairs, not one loop over every
+        model: on a small cache, which models share a loop changes how warm each one runs.
+        """
+        shares, base = [], []
         for c in configs:
-            protos.append(self.evaluator.pruned_proto(c))
-        res = interleaved_latency(protos, self._feeds, threads=self.opts.threads, warmup=5, repeat=repeat,
-                                  provider=self.provider)
-        return res.medians_ms
+            res = interleaved_latency([self.proto, self.evaluator.pruned_proto(c)], self._feeds,
+                                      threads=self.opts.threads, warmup=5, repeat=repeat, provider=self.provider)
+            m = res.medians_ms
+            base.append(m[0])
+            shares.append(m[1] / m[0])
+            del res
+        t0 = float(np.median(base)) if base else 0.0
+        return [t0] + [s * t0 for s in shares]
 
     def build_latency_model(self) -> None:
         t = time.monotonic()
