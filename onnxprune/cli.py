@@ -49,6 +49,7 @@ examples:
   onnxprune profile model.onnx --by node           MACs and params per node (or --by op / --by group)
   onnxprune bench model.onnx --ep cpu,cuda --batch 1,8
   onnxprune compare model.onnx small.onnx --ep cpu --report report/
+  onnxprune search model.onnx -o fast.onnx --target-latency 0.5x --calib calib/ --budget-minutes 10
 """
 
 
@@ -195,7 +196,8 @@ def _add_search_parser(sub: Any) -> None:
         "execution provider (lookup tables fitted to whole-model timings), each group's sensitivity "
         "(output fidelity when pruned alone; cached), then searches per-group ratios that meet the "
         "targets with the least fidelity loss. Writes the chosen model, and with --report the Pareto "
-        "front (latency and MACs vs fidelity) as JSON and PNG plus the per-group ratios.",
+        "front (latency and MACs vs fidelity) as JSON and PNG plus the per-group ratios. Exit code 1 "
+        "when no candidate met the targets (the closest one is written).",
         epilog="examples:\n"
         "  onnxprune search model.onnx -o fast.onnx --target-latency 0.5x --calib calib/\n"
         "  onnxprune search model.onnx -o fast.onnx --target-latency 12ms --ep cuda --budget-minutes 10\n"

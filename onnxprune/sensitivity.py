@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -306,5 +306,3 @@ def save_cached(cache_dir: Path, key: str, data: dict[str, Any]) -> Path:
     os.replace(tmp, path)
     return path
 
-
-Progress = Callable[[str, int, int], None]
