@@ -263,7 +263,8 @@ class _Pool:
             except ImportError:
                 raise UsageError("--executor ray needs Ray: pip install 'onnxprune[search-ray]'") from None
             if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                # no address: a local instance on this machine, without the dashboard
+                ray.init(address=address, log_to_driver=False, **({} if address else {"include_dashboard": False}))
             actor = ray.remote(num_cpus=1)(Evaluator)
             n = max(1, workers)
             self._ray = ActorPool([actor.remote(*args) for _ in range(n)])
