@@ -261,7 +261,7 @@ def render(results: list[dict], command: str, info: dict, section: str = "search
             f"{_f(r['uniform_cosine_at_equal_latency'], '.4f')} | {_eqfid(r)} | "
             f"{r['searched_macs_share']:.3f}x | {_f(r['prediction_error_max'], '.1%')} | {r['search_seconds']:.0f} s"
             f"{' (budget stop)' if r['stopped_early'] else ''} | {'yes' if r['met'] else 'no'} |")
-    lines += ["", "Uniform points measured in the same loop (ratio: latency share, cosine):", ""]
+    lines += ["", "Uniform points (ratio: latency share, cosine; each timed in turns with the original):", ""]
     for r in results:
         if "error" in r:
             continue
