@@ -210,3 +210,16 @@ class _nullctx:
 
     def __exit__(self, *a):
         return False
+
+
+def test_module_entry_point_with_worker_processes(resnet, tmp_path):
+    """`python -m onnxprune search --workers 2`: spawned workers must not run the CLI again."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "w.onnx"
+    cp = subprocess.run([sys.executable, "-m", "onnxprune", "search", str(resnet), "-o", str(out), "--target-macs",
+                         "0.6x", "--workers", "2", "--sensitivity-ratios", "0.5", "--calib-samples", "4",
+                         "--cache-dir", str(tmp_path / "c"), "--json"], capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-500:]
+    assert json.loads(cp.stdout)["met"] and out.exists()
