@@ -75,6 +75,8 @@ STRATEGIES = ("greedy", "evolution")
 DEFAULT_LEVELS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 #: a shortlisted candidate whose measured latency share is within this of the target counts as meeting it
 LATENCY_SLACK = 0.03
+#: rounds of "measure the choice, tighten the predicted target, search on" after the first
+MAX_REFINEMENTS = 2
 Progress = Callable[[str, int, int, str], None]
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -537,10 +539,10 @@ class _Search:
         return c.params / max(self.lat.full_params, 1) * self.baseline_ms
 
     # ------------------------------------------------------------------ strategies
-    def greedy(self) -> None:
+    def greedy(self, start: tuple[int, ...] | None = None) -> None:
         o = self.opts
         n, L = self.space.n_groups, self.space.n_levels
-        cur = self.candidate(tuple([0] * n), "greedy")
+        cur = self.candidate(start or tuple([0] * n), "greedy")
         self.evaluate([cur.config], "greedy", "search: greedy")
         delta = max((self._cost(cur) - (self._cost_target() or 0)) / max(o.steps, 1), 1e-6)
         step = 0
@@ -632,12 +634,14 @@ class _Search:
             c = self.candidate(tuple(cfg), "evolution")
         return tuple(cfg)
 
-    def evolution(self) -> None:
+    def evolution(self, start: tuple[int, ...] | None = None) -> None:
         o = self.opts
         rng = np.random.default_rng(o.seed)
         n, L = self.space.n_groups, self.space.n_levels
         self._gains = self._step_gains()
         pop: list[tuple[int, ...]] = []
+        if start is not None:
+            pop.append(self._repair(list(start), rng))
         for lv in range(L):
             pop.append(self._repair([lv] * n, rng))
         while len(pop) < o.population:
@@ -687,6 +691,37 @@ class _Search:
                        and self.feasible(c) and c is not best), key=lambda c: (c.loss, c.config))
         return [best] + feas[: n - 1]
 
+    def _check(self, best: Candidate, met: bool) -> tuple[Candidate, bool]:
+        """Times the shortlist and a few Pareto candidates end to end; picks on measured latency.
+
+        Returns the choice and whether its measured latency share is within ``LATENCY_SLACK`` of
+        the target (True when there is no latency target).
+        """
+        o = self.opts
+        # the best few feasible candidates (the choice is confirmed on measured latency, not only
+        # predicted) and a few Pareto candidates, each in turns with the original
+        shortlist = self._shortlist(best) if met else [best]
+        front = [c for c in pareto_front([c for c in self.cands.values() if c.fidelity is not None])
+                 if c not in shortlist and c.measured_ratio is None]
+        n_front = max(o.check_candidates - len(shortlist), 1)
+        step = max(1, len(front) // n_front)
+        check = [c for c in shortlist if c.measured_ratio is None] + front[::step][:n_front]
+        self.progress("checking", 0, 1, f"{len(check)} candidates end to end")
+        ms = self._measure([c.config for c in check], repeat=o.repeat) if check else [1.0]
+        base_pred = self.lat.predict(self.space.removed(tuple([0] * self.space.n_groups)))
+        for c, m in zip(check, ms[1:]):
+            c.measured_ms, c.measured_ratio = m, m / ms[0]
+            c.predicted_ratio = c.predicted_ms / base_pred
+        self.progress("checking", 1, 1, "")
+        if self.user_target_ms is None:
+            return best, True
+        # the target as a share of the original, compared with measured shares (drift cancels)
+        share = self.user_target_ms / self.baseline_ms
+        ok = [c for c in shortlist if c.measured_ratio is not None and c.measured_ratio <= share * (1 + LATENCY_SLACK)]
+        if ok:
+            return min(ok, key=lambda c: (c.loss, c.config)), True
+        return min(shortlist, key=lambda c: (c.measured_ratio or float("inf"), c.loss, c.config)), False
+
     def run(self) -> SearchResult:
         o = self.opts
         self.progress("analyzing", 0, 1, "")
@@ -698,34 +733,32 @@ class _Search:
         self.evaluate([self.space.uniform(lv) for lv in range(1, self.space.n_levels)], "uniform", "uniform references")
         for lv in range(1, self.space.n_levels):
             self.cands[self.space.uniform(lv)].source = "uniform"
+        self.user_target_ms = self.target_ms
+        start: tuple[int, ...] | None = None
+        self.stages["search_s"] = self.stages["check_s"] = 0.0
+        for attempt in range(1 + MAX_REFINEMENTS):
+            t = time.monotonic()
+            getattr(self, o.strategy)(start)
+            self.stages["search_s"] += time.monotonic() - t
+            best, met = self.choose()
+            t = time.monotonic()
+            best, measured_ok = self._check(best, met)
+            self.stages["check_s"] += time.monotonic() - t
+            if measured_ok or not met or self.out_of_time() or attempt == MAX_REFINEMENTS:
+                if met and not measured_ok:
+                    met = False
+                    log.warning("no candidate measured within %.0f%% of the latency target; the fastest "
+                                "measured one is returned", 100 * LATENCY_SLACK)
+                break
+            # the model underestimated this neighbourhood: tighten the predicted target by the
+            # measured/predicted ratio of the choice and continue the search from it
+            factor = (best.measured_ratio or 1.0) / (best.predicted_ratio or 1.0)
+            self.target_ms = self.target_ms / max(factor, 1.0 + 1e-3)  # type: ignore[operator]
+            log.info("measured %.3f vs predicted %.3f of the original: refining toward %.3f ms predicted",
+                     best.measured_ratio or 0.0, best.predicted_ratio or 0.0, self.target_ms)
+            self.progress("refining", attempt + 1, MAX_REFINEMENTS, "latency measured above target")
+            start = best.config
         t = time.monotonic()
-        getattr(self, o.strategy)()
-        self.stages["search_s"] = time.monotonic() - t
-        best, met = self.choose()
-        t = time.monotonic()
-        # end to end, in turns with the original: the best few feasible candidates (the choice is
-        # confirmed on measured latency, not only predicted) and a few Pareto candidates
-        shortlist = self._shortlist(best) if met else [best]
-        front = [c for c in pareto_front([c for c in self.cands.values() if c.fidelity is not None])
-                 if c not in shortlist]
-        n_front = max(o.check_candidates - len(shortlist), 1)
-        step = max(1, len(front) // n_front)
-        check = shortlist + front[::step][:n_front]
-        self.progress("checking", 0, 1, f"{len(check)} candidates end to end")
-        ms = self._measure([c.config for c in check], repeat=o.repeat)
-        base_pred = self.lat.predict(self.space.removed(tuple([0] * self.space.n_groups)))
-        for c, m in zip(check, ms[1:]):
-            c.measured_ms, c.measured_ratio = m, m / ms[0]
-            c.predicted_ratio = c.predicted_ms / base_pred
-        if self.target_ms is not None and len(shortlist) > 1:
-            # the target as a share of the original, compared with measured shares (drift cancels)
-            share = self.target_ms / self.baseline_ms
-            ok = [c for c in shortlist if c.measured_ratio is not None and c.measured_ratio <= share * (1 + LATENCY_SLACK)]
-            best = min(ok, key=lambda c: (c.loss, c.config)) if ok else min(
-                shortlist, key=lambda c: (c.measured_ratio or float("inf"), c.loss))
-            if not ok:
-                log.warning("no shortlisted candidate measured within %.0f%% of the latency target; "
-                            "the fastest measured one is returned", 100 * LATENCY_SLACK)
         model = load(onnx.load_from_string(self.model_bytes), o.input_shapes)
         dg = build_depgraph(model, o.ignore, o.prune_hidden)
         space = SearchSpace(dg, o.levels, o.round_to, o.min_channels, o.criterion, o.seed)
@@ -735,8 +768,7 @@ class _Search:
         if self.target_macs is not None and best.macs > self.target_macs:
             met = False
             log.warning("the chosen model has %d MACs, over the target %d", best.macs, int(self.target_macs))
-        self.progress("checking", 1, 1, "")
-        self.stages["check_s"] = time.monotonic() - t
+        self.stages["check_s"] += time.monotonic() - t
         self.pool.close()
         rows = []
         ratios = self.space.ratios(best.config)
@@ -748,7 +780,8 @@ class _Search:
         return SearchResult(
             best, pr.proto, self.space, list(self.cands.values()), self.baseline_ms, self.lat.full_macs,
             self.lat.full_params,
-            {"latency_ms": self.target_ms, "macs": self.target_macs, "params": self.target_params},
+            {"latency_ms": self.user_target_ms, "latency_ms_predicted": self.target_ms, "macs": self.target_macs,
+             "params": self.target_params},
             self.lat.describe(),
             {"key": self.sens_key, "from_cache": self.sens_from_cache, "levels": list(self.space.levels)},
             rows, met, self.stopped_early, time.monotonic() - self.t0, self.stages, self.calib.source,
