@@ -64,6 +64,7 @@ examples:
   onnxprune optimize model.onnx -o small.onnx --passes cleanup,channel-pruning:ratio=0.4,cleanup,verify:min_cosine=0.9
   onnxprune run recipe.json                        optimize, verify and benchmark as a recipe file says
   onnxprune passes                                 list the passes --passes and recipes can name
+  onnxprune search model.onnx -o fast.onnx --target-latency 0.5x --calib calib/ --budget-minutes 10
 """
 
 
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'onnxprune.passes' entry-point group, with their options.",
     )
     pl.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_search_parser(sub)
     return parser
 
 
@@ -368,6 +370,58 @@ class _ProgressBar:
             self.stage += 1
             self.task = self.bar.add_task(f"{self.label} (pass {self.stage})", total=total)
         self.bar.update(self.task, completed=done, total=total)
+
+
+def _add_search_parser(sub: Any) -> None:
+    ps = sub.add_parser(
+        "search",
+        help="choose per-group pruning ratios against latency measured on the target provider",
+        description="Pruning as architecture search: measures each layer's latency on the target "
+        "execution provider (lookup tables fitted to whole-model timings), each group's sensitivity "
+        "(output fidelity when pruned alone; cached), then searches per-group ratios that meet the "
+        "targets with the least fidelity loss. Writes the chosen model, and with --report the Pareto "
+        "front (latency and MACs vs fidelity) as JSON and PNG plus the per-group ratios. Exit code 1 "
+        "when no candidate met the targets (the closest one is written).",
+        epilog="examples:\n"
+        "  onnxprune search model.onnx -o fast.onnx --target-latency 0.5x --calib calib/\n"
+        "  onnxprune search model.onnx -o fast.onnx --target-latency 12ms --ep cuda --budget-minutes 10\n"
+        "  onnxprune search model.onnx -o small.onnx --target-macs 0.4x --strategy evolution --report rep/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(ps)
+    ps.add_argument("-o", "--output", required=True, help="where to write the chosen model")
+    ps.add_argument("--target-latency", metavar="0.5x|12ms",
+                    help="latency target: a share of the original's measured latency (0.5x) or a time (12ms)")
+    ps.add_argument("--target-macs", metavar="0.5x|1.2G", help="MACs target: a share (0.5x) or a count (1.2G)")
+    ps.add_argument("--target-params", metavar="0.5x|3M", help="parameter target: a share (0.5x) or a count (3M)")
+    ps.add_argument("--ep", default="cpu", help="execution provider timed: cpu, cuda or tensorrt (default cpu)")
+    ps.add_argument("--threads", type=int, default=0, metavar="N",
+                    help="onnxruntime intra-op threads when timing (default: onnxruntime's choice)")
+    ps.add_argument("--calib", metavar="DIR",
+                    help="folder of .npy/.npz inputs (arrays named after the graph inputs; 'labels' for "
+                    "accuracy); without it, seeded random inputs (a warning says so)")
+    ps.add_argument("--labels", metavar="FILE.npy", help="labels for the calibration samples (adds accuracy)")
+    ps.add_argument("--calib-samples", type=int, default=16, metavar="N",
+                    help="calibration samples used (default 16)")
+    ps.add_argument("--budget-minutes", type=float, metavar="N",
+                    help="stop after N minutes and return the best candidate so far")
+    ps.add_argument("--strategy", choices=("greedy", "evolution"), default="greedy",
+                    help="greedy: NetAdapt-style steps; evolution: seeded genetic search (default greedy)")
+    ps.add_argument("--seed", type=int, default=0, help="seed of the search and of random inputs (default 0)")
+    ps.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N")
+    ps.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels")
+    ps.add_argument("--max-ratio", type=float, default=0.75, metavar="R",
+                    help="largest share of a group's channels the search may remove (default 0.75)")
+    ps.add_argument("--sensitivity-ratios", default="0.25,0.5,0.75", metavar="R1,R2",
+                    help="ratios at which each group's sensitivity is measured (default 0.25,0.5,0.75)")
+    ps.add_argument("--workers", type=int, default=1, metavar="N", help="parallel fidelity evaluations (default 1)")
+    ps.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local process pool, or a Ray cluster (pip install 'onnxprune[search-ray]')")
+    ps.add_argument("--address", help="Ray cluster address for --executor ray (default: start a local one)")
+    ps.add_argument("--cache-dir", metavar="DIR", help="where sensitivity tables are cached (default ~/.cache/onnxprune)")
+    ps.add_argument("--report", metavar="DIR", help="write search.json (Pareto fronts, per-group ratios, latency "
+                    "model, prediction errors) and pareto.png (needs matplotlib) into DIR")
+    ps.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -861,9 +915,101 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _ratio_list(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{flag} '{text}': expected numbers such as 0.25,0.5") from None
+    if not vals or any(not 0 < v < 1 for v in vals):
+        raise UsageError(f"{flag} '{text}': ratios must be in (0, 1)")
+    return vals
+
+
+def cmd_search(args: argparse.Namespace, console: Console) -> int:
+    from .search import SearchOptions, save_result, search
+
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise UsageError(f"{args.output}: refusing to overwrite the input model; choose another -o")
+    if not 0 < args.max_ratio < 1:
+        raise UsageError(f"--max-ratio {args.max_ratio}: must be in (0, 1)")
+    if args.threads < 0:
+        raise UsageError("--threads must be at least 0")
+    if args.address and args.executor != "ray":
+        raise UsageError("--address needs --executor ray")
+    n_levels = 7
+    levels = tuple(round(args.max_ratio * i / (n_levels - 1), 6) for i in range(n_levels))
+    opts = SearchOptions(
+        target_latency=args.target_latency, target_macs=args.target_macs, target_params=args.target_params,
+        provider=args.ep, strategy=args.strategy, calib=args.calib, labels=args.labels,
+        calib_samples=args.calib_samples, budget_minutes=args.budget_minutes, seed=args.seed,
+        round_to=args.round_to, min_channels=args.min_channels, ignore=args.ignore,
+        input_shapes=_input_shapes(args) or None, prune_hidden=args.prune_hidden, levels=levels,
+        sensitivity_ratios=_ratio_list(args.sensitivity_ratios, "--sensitivity-ratios"), workers=args.workers,
+        executor=args.executor, address=args.address, threads=args.threads, cache_dir=args.cache_dir,
+    )
+    _require_model(args.model)
+    t0 = time.perf_counter()
+    with _progress(console, args.json) as bar:
+        tasks: dict[str, Any] = {}
+
+        def step(stage: str, done: int, total: int, info: str) -> None:
+            if stage not in tasks:
+                for t in tasks.values():  # one stage at a time on screen
+                    bar.update(t, visible=False)
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            desc = f"{stage} [dim]{info}[/dim]" if info else stage
+            bar.update(tasks[stage], completed=done, total=total or None, description=desc)
+
+        res = search(args.model, opts, progress=step)
+    written = save_result(res, args.output, args.report, protect=(args.model,))
+    elapsed = time.perf_counter() - t0
+    data = res.as_dict()
+    data["written"] = written
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0 if res.met else 1
+    b = res.best
+    table = Table(title=f"{args.model} → {args.output} ({args.strategy}, {short_ep(resolve_eps(args.ep)[0])})")
+    for col in ("", "original", "chosen", "chosen/original"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("MACs", human(res.baseline_macs), human(b.macs), f"{b.macs / res.baseline_macs:.3f}")
+    table.add_row("params", human(res.baseline_params), human(b.params), f"{b.params / res.baseline_params:.3f}")
+    table.add_row("latency predicted", f"{res.baseline_ms:.3f} ms", f"{b.predicted_ms:.3f} ms",
+                  f"{b.predicted_ms / res.baseline_ms:.3f}")
+    if b.measured_ratio is not None:
+        table.add_row("latency measured (in turns)", "", "", f"{b.measured_ratio:.3f}")
+    if b.fidelity is not None:
+        f = b.fidelity
+        extra = f", top-1 same {f.top1:.0%}" if f.top1 is not None else ""
+        extra += f", accuracy {f.accuracy:.1%}" if f.accuracy is not None else ""
+        table.add_row("output agreement", "", f"cosine {f.cosine:.4f}", f"rel L2 {f.rel_l2:.3g}{extra}")
+    console.print(table)
+    gt = Table(title="per-group ratios chosen")
+    for col in ("group", "channels", "kept", "ratio", "members"):
+        gt.add_column(col, justify="left" if col == "members" else "right")
+    for row in data["groups"]:
+        gt.add_row(str(row["group"]), str(row["channels"]), str(row["kept"]), f"{row['ratio']:.3f}",
+                   ", ".join(row["members"]))
+    console.print(gt)
+    err = data["prediction_error"]["max"]
+    if err is not None:
+        console.print(f"latency model: largest prediction error {err:.1%} over "
+                      f"{len(data['prediction_error']['checked'])} candidates timed end to end")
+    if not res.met:
+        console.print("[yellow]the targets were not met[/yellow]; the closest candidate was written")
+    if res.stopped_early:
+        console.print("[yellow]stopped at the time budget[/yellow]; the best candidate so far was written")
+    console.print(f"sensitivity {'reused from cache' if res.sensitivity['from_cache'] else 'measured and cached'}; "
+                  f"calibration: {res.calibration}; written {written['model']}"
+                  + (f", report {written['json']}" if written.get("json") else "")
+                  + (" (no plot: pip install 'onnxprune\\[report]')" if args.report and not written.get("plot") else "")
+                  + f" [dim]({elapsed:.1f}s)[/dim]")
+    return 0 if res.met else 1
+
+
 COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "eval": cmd_eval,
-            "profile": cmd_profile, "bench": cmd_bench, "compare": cmd_compare, "optimize": cmd_optimize,
-            "run": cmd_run, "passes": cmd_passes}
+            "profile": cmd_profile, "bench": cmd_bench, "compare": cmd_compare, "search": cmd_search,
+            "optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+"""Searched against uniform pruning, side by side, at equal measured latency and at equal fidelity.
+
+Run from the repository root (CPU, 2 threads)::
+
+    PYTHONPATH=. python tools/bench_search.py --models resnet_bottleneck mobilenet_v2 tv_mobilenet_v2 \\
+        --target 0.6x --budget-minutes 4
+    PYTHONPATH=. python tools/bench_search.py --models resnet50 --target 0.6x --budget-minutes 10
+
+Models are prepared as in ``tools/bench_suite.py`` (its ``prepare_models``: the zoo, torchvision
+networks with random but conditioned weights, and ``models/trained/*.onnx`` when present). For
+each model:
+
+1. ``onnxprune.search.search`` (greedy unless ``--strategy``) with a latency target, fidelity on
+   calibration inputs (seeded random images, or the first samples of a trained model's ``.npz``
+   test split), progress printed with timestamps;
+2. uniform pruning (``onnxprune.api.prune``, L1, the same ``round_to``) at the search's ratio
+   levels;
+3. fidelity of every model on **held-out** inputs (another seed, or the rest of the test split,
+   with accuracy when it has labels), and the latency of the searched model and of every
+   uniform model, each timed in turns with the original (one pair per loop);
+4. from the uniform curve (latency share vs fidelity, linear between measured points): the
+   uniform fidelity at the searched model's measured latency, and the uniform latency at the
+   searched model's fidelity.
+
+Results go to ``--out-md`` (the section between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``,
+``--section NAME``, default ``search``),
+plots to ``docs/figures/search-<model>.png`` and raw numbers to ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench_suite import prepare_models  # noqa: E402
+
+
+def _stamp(t0: float) -> str:
+    return f"[{time.monotonic() - t0:6.1f}s]"
+
+
+def _trained_split(path: Path) -> tuple[dict, dict] | None:
+    """(calibration, held-out) feeds from a trained model's ``.npz`` beside it, if any."""
+    import onnx
+
+    npz = sorted(path.parent.glob(path.stem + "*.npz"))
+    if not npz:
+        return None
+    name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+    with np.load(npz[0]) as z:
+        keys = list(z.files)
+        xk = name if name in keys else next(k for k in keys if z[k].dtype.kind == "f")
+        yk = next((k for k in keys if k in ("labels", "label", "y", "targets", "y_test")), None)
+        x = z[xk].astype(np.float32)
+        y = z[yk] if yk else None
+    cal = {"x": x[:32], "name": name}
+    held = {"x": x[32:544], "y": y[32:544] if y is not None else None, "name": name}
+    return cal, held
+
+
+def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -> dict:
+    import onnx
+
+    from onnxprune.api import prune
+    from onnxprune.bench import interleaved_latency
+    from onnxprune.search import SearchOptions, save_result, search
+    from onnxprune.sensitivity import _fidelity
+    from onnxprune.verify import make_feeds, session
+
+    t0 = time.monotonic()
+    path = Path(entry["path"])
+    calib_dir = None
+    split = _trained_split(path) if entry["kind"] == "trained" else None
+    if split is not None:
+        calib_dir = workdir / f"{name}-calib"
+        calib_dir.mkdir(exist_ok=True)
+        np.save(calib_dir / f"{split[0]['name']}.npy", split[0]["x"])
+    last = {"stage": None}
+
+    def progress(stage: str, done: int, total: int, info: str) -> None:
+        if stage != last["stage"] or done == total or done % 10 == 0:
+            print(f"  {_stamp(t0)} {name}: {stage} {done}/{total} {info}", flush=True)
+            last["stage"] = stage
+
+    opts = SearchOptions(target_latency=args.target, strategy=args.strategy, budget_minutes=args.budget_minutes,
+                         seed=0, round_to=args.round_to, workers=args.workers, threads=args.threads,
+                         calib=str(calib_dir) if calib_dir else None, calib_samples=args.calib_samples,
+                         sensitivity_ratios=tuple(args.sensitivity_ratios), repeat=args.repeat,
+                         cache_dir=str(workdir / "cache"))
+    res = search(str(path), opts, progress=progress)
+    searched = workdir / f"{name}-searched.onnx"
+    save_result(res, searched, workdir / f"{name}-report", protect=(str(path),))
+    search_s = time.monotonic() - t0
+    print(f"  {_stamp(t0)} {name}: search done in {search_s:.1f}s (budget "
+          f"{args.budget_minutes} min), stopped early: {res.stopped_early}", flush=True)
+
+    levels = [lv for lv in res.space.levels if lv > 0]
+    uniform = {}
+    for r in levels:
+        out = workdir / f"{name}-uniform-{r:g}.onnx"
+        prune(str(path), ratio=r, round_to=args.round_to).save(out)
+        uniform[r] = out
+    # held-out fidelity
+    sess = session(str(path))
+    labels = None
+    if split is not None and len(split[1]["x"]):
+        feeds = {split[1]["name"]: split[1]["x"]}
+        labels = split[1]["y"]
+    else:
+        batch_dyn = not isinstance(sess.get_inputs()[0].shape[0], int)
+        feeds = make_feeds(sess, seed=1234, batch=args.holdout if batch_dyn else 1)
+    refs = [np.asarray(o) for o in sess.run(None, feeds)]
+
+    def fid(p: Path):
+        outs = [np.asarray(o) for o in session(str(p)).run(None, feeds)]
+        return _fidelity(refs, outs, labels)
+
+    f_s = fid(searched)
+    f_u = {r: fid(p) for r, p in uniform.items()}
+    base_acc = _fidelity(refs, refs, labels).accuracy
+    lat_feeds = make_feeds(sess, seed=7, batch=1)
+    print(f"  {_stamp(t0)} {name}: timing searched and {len(uniform)} uniform models, each in turns with the "
+          "original", flush=True)
+    # one pair (original, model) per loop, as `onnxprune compare` does: which models share a loop
+    # changes how warm each runs on a small cache
+    shares, base = [], []
+    for q in [searched, *uniform.values()]:
+        lat = interleaved_latency([str(path), str(q)], lat_feeds, threads=args.threads or 2, warmup=5,
+                                  repeat=args.repeat_e2e)
+        shares.append(lat.medians_ms[1] / lat.medians_ms[0])
+        base.append(lat.medians_ms[0])
+    med = [float(np.median(base))]
+    share_s = shares[0]
+    shares_u = {r: shares[1 + i] for i, r in enumerate(uniform)}
+    # uniform curve: latency share -> loss, and loss -> latency share (sorted, linear in between)
+    pts = sorted((shares_u[r], f_u[r].loss, f_u[r].cosine, r) for r in uniform)
+    xs, cs = [p[0] for p in pts], [p[2] for p in pts]
+    # outside the measured uniform range there is nothing to compare with (no extrapolation)
+    u_cos_at_lat = float(np.interp(share_s, xs, cs)) if xs[0] <= share_s <= xs[-1] else None
+    by_loss = sorted((f_u[r].loss, shares_u[r]) for r in uniform)
+    ls = [b[0] for b in by_loss]
+    u_lat_at_fid = (float(np.interp(f_s.loss, ls, [b[1] for b in by_loss])) if ls[0] <= f_s.loss <= ls[-1]
+                    else None)
+    # the searched model keeps more fidelity than every uniform point: uniform needs more than its mildest
+    beyond = f_s.loss < ls[0]
+    pe = res.as_dict()["prediction_error"]
+    out = {
+        "name": name, "kind": entry["kind"], "target": args.target, "strategy": args.strategy,
+        "original_ms": med[0], "searched_share": share_s, "searched_cosine": f_s.cosine, "searched_loss": f_s.loss,
+        "searched_top1": f_s.top1, "searched_accuracy": f_s.accuracy, "original_accuracy": base_acc,
+        "searched_macs_share": res.best.macs / res.baseline_macs,
+        "uniform": {str(r): {"share": shares_u[r], "cosine": f_u[r].cosine, "top1": f_u[r].top1,
+                             "accuracy": f_u[r].accuracy} for r in uniform},
+        "uniform_cosine_at_equal_latency": u_cos_at_lat,
+        "uniform_share_at_equal_fidelity": u_lat_at_fid,
+        "uniform_share_above": max(shares_u.values()) if beyond else None,
+        "uniform_range": [min(xs), max(xs)],
+        "prediction_error_max": pe["max"], "prediction_checked": pe["checked"],
+        "latency_fit": res.latency_model["fit"], "search_seconds": search_s, "stages": res.stages,
+        "stopped_early": res.stopped_early, "met": res.met, "groups": res.group_rows,
+        "calibration": res.calibration, "sensitivity_from_cache": res.sensitivity["from_cache"],
+    }
+    draw(out, res, REPO_ROOT / "docs" / "figures" / f"search-{name}.png")
+    print(f"  {_stamp(t0)} {name}: searched {share_s:.3f}x latency, cosine {f_s.cosine:.4f}; uniform at that "
+          f"latency {_f(u_cos_at_lat, '.4f')}; uniform latency at equal fidelity {_f(u_lat_at_fid, '.3f')}x; "
+          f"prediction error max {_f(pe['max'], '.1%')}", flush=True)
+    del onnx
+    return out
+
+
+def _eqfid(r: dict) -> str:
+    if r.get("uniform_share_above") is not None:
+        return f"> {r['uniform_share_above']:.3f}x (no uniform point is as faithful)"
+    return _f(r["uniform_share_at_equal_fidelity"], ".3f") + "x"
+
+
+def _f(v, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else "—"
+
+
+def draw(r: dict, res, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    u = sorted(r["uniform"].items(), key=lambda kv: kv[1]["share"])
+    ax = axes[0]
+    ax.plot([v["share"] for _, v in u], [v["cosine"] for _, v in u], "s-", color="tab:gray", label="uniform (measured)")
+    for k, v in u:
+        ax.annotate(k, (v["share"], v["cosine"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.scatter([r["searched_share"]], [r["searched_cosine"]], s=90, color="tab:red", zorder=3, label="searched (measured)")
+    ax.set_xlabel("latency / original (interleaved, CPU)")
+    ax.set_ylabel("output cosine similarity (held-out inputs)")
+    ax.set_title(f"{r['name']}: held-out fidelity vs measured latency", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    cands = [c for c in res.candidates if c.fidelity is not None]
+    for src, color in (("uniform", "tab:gray"), ("greedy", "tab:blue"), ("evolution", "tab:orange")):
+        pts = [c for c in cands if c.source == src]
+        if pts:
+            ax.scatter([c.predicted_ms / res.baseline_ms for c in pts], [c.fidelity.cosine for c in pts], s=14,
+                       alpha=0.6, color=color, label=f"{src} (predicted latency)")
+    front = res.pareto()
+    ax.plot([c.predicted_ms / res.baseline_ms for c in front], [c.fidelity.cosine for c in front], "k--", lw=1,
+            label="Pareto front")
+    ax.set_xlabel("predicted latency / original")
+    ax.set_ylabel("output cosine similarity (calibration)")
+    ax.set_title("search candidates", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(results: list[dict], command: str, info: dict, section: str = "search") -> str:
+    lines = [
+        f"<!-- {section}:begin -->",
+        f"Command: `{command}`  ",
+        f"Machine: {info['machine']}; onnxruntime {info['ort']}, CPU provider, {info['threads']} threads, batch 1; "
+        f"{info['date']}.",
+        "",
+        "Latency is relative to the original: each model timed in turns with the original (A B A B ...). Fidelity is the mean "
+        "per-sample cosine similarity of the outputs to the original's on held-out inputs (not those the search "
+        "saw). *Uniform @ equal latency*: the uniform curve's fidelity at the searched model's measured latency "
+        "(linear between the measured uniform ratios); *uniform latency @ equal fidelity*: the uniform curve's "
+        "latency at the searched model's fidelity. *Pred. err.*: largest |predicted − measured| / measured "
+        "latency share over the candidates checked end to end after the search.",
+        "",
+        "| model | searched latency | searched cosine | uniform cosine @ equal latency | uniform latency @ equal "
+        "fidelity | MACs searched | pred. err. (max) | search time | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | error: {r['error']} | | | | | | | |")
+            continue
+        acc = ""
+        if r.get("searched_accuracy") is not None:
+            acc = f" (acc {r['searched_accuracy']:.1%} of {r['original_accuracy']:.1%})"
+        lines.append(
+            f"| {r['name']} | {r['searched_share']:.3f}x | {r['searched_cosine']:.4f}{acc} | "
+            f"{_f(r['uniform_cosine_at_equal_latency'], '.4f')} | {_eqfid(r)} | "
+            f"{r['searched_macs_share']:.3f}x | {_f(r['prediction_error_max'], '.1%')} | {r['search_seconds']:.0f} s"
+            f"{' (budget stop)' if r['stopped_early'] else ''} | {'yes' if r['met'] else 'no'} |")
+    lines += ["", "Uniform points (ratio: latency share, cosine; each timed in turns with the original):", ""]
+    for r in results:
+        if "error" in r:
+            continue
+        pts = ", ".join(f"{k}: {v['share']:.3f}x / {v['cosine']:.4f}" for k, v in r["uniform"].items())
+        lines.append(f"- **{r['name']}** — {pts}; plot `docs/figures/search-{r['name']}.png`")
+    lines += ["", "Latency-model check (predicted vs measured latency share of the checked candidates):", ""]
+    for r in results:
+        if "error" in r:
+            continue
+        pts = ", ".join(f"{c['predicted_ratio']:.3f}/{c['measured_ratio']:.3f}" for c in r["prediction_checked"])
+        lines.append(f"- **{r['name']}** — {pts}")
+    lines.append(f"<!-- {section}:end -->")
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, section: str, name: str = "search") -> None:
+    text = path.read_text() if path.exists() else "# Pruning as search\n\n"
+    b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if b in text and e in text:
+        text = text[: text.index(b)] + section + text[text.index(e) + len(e):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import datetime as dt
+
+    import onnxruntime as ort
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet_bottleneck", "mobilenet_v2", "tv_mobilenet_v2", "resnet50"])
+    p.add_argument("--target", default="0.6x")
+    p.add_argument("--strategy", default="greedy", choices=("greedy", "evolution"))
+    p.add_argument("--budget-minutes", type=float, default=4.0)
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib-samples", type=int, default=8)
+    p.add_argument("--holdout", type=int, default=32)
+    p.add_argument("--sensitivity-ratios", type=float, nargs="+", default=[0.375, 0.75])
+    p.add_argument("--repeat", type=int, default=50, help="timed runs per model in the search's measurements")
+    p.add_argument("--repeat-e2e", type=int, default=60, help="timed runs per model in the final comparison")
+    p.add_argument("--workdir", default="/tmp/onnxprune-search-bench")
+    p.add_argument("--out-md", default=str(REPO_ROOT / "docs" / "search.md"))
+    p.add_argument("--section", default="search", help="name of the section of --out-md to replace")
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    names = list(args.models) + [q.stem for q in sorted((REPO_ROOT / "models" / "trained").glob("*.onnx"))
+                                 if q.stem not in args.models]
+    entries = prepare_models(names, workdir)
+    results = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        try:
+            results.append(run_model(name, entries[name], args, workdir))
+        except Exception as exc:  # noqa: BLE001 - one model's failure is a result
+            results.append({"name": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+            print(f"  {name}: {results[-1]['error']}", flush=True)
+        (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    info = {"machine": f"{platform.processor() or platform.machine()}, 2 cores (shared)", "ort": ort.__version__,
+            "threads": args.threads, "date": dt.date.today().isoformat()}
+    command = "PYTHONPATH=. python tools/bench_search.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    section = render(results, command, info, args.section)
+    print(section)
+    write_doc(Path(args.out_md), section, args.section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
