@@ -52,19 +52,33 @@ def _stamp(t0: float) -> str:
 
 
 def _trained_split(path: Path) -> tuple[dict, dict] | None:
-    """(calibration, held-out) feeds from a trained model's ``.npz`` beside it, if any."""
+    """(calibration, held-out) feeds for a trained model, from the ``.npz`` files beside it.
+
+    ``<family>_calib.npz`` and ``<family>_test.npz`` (``family`` = the name up to its first
+    ``_``, e.g. ``digits`` for ``digits_cnn.onnx``) are used when present: the held-out split keeps
+    its labels, so fidelity includes accuracy. Otherwise one ``<stem>*.npz`` is split in two.
+    """
     import onnx
 
+    name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+    def read(f: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        with np.load(f) as z:
+            keys = list(z.files)
+            xk = name if name in keys else next(k for k in keys if z[k].dtype.kind == "f")
+            yk = next((k for k in keys if k in ("labels", "label", "y", "targets", "y_test")), None)
+            return z[xk].astype(np.float32), (z[yk] if yk else None)
+
+    family = path.stem.split("_")[0]
+    calib, test = path.parent / f"{family}_calib.npz", path.parent / f"{family}_test.npz"
+    if calib.exists() and test.exists():
+        xc, _ = read(calib)
+        xt, yt = read(test)
+        return {"x": xc[:32], "name": name}, {"x": xt, "y": yt, "name": name}
     npz = sorted(path.parent.glob(path.stem + "*.npz"))
     if not npz:
         return None
-    name = onnx.load(str(path), load_external_data=False).graph.input[0].name
-    with np.load(npz[0]) as z:
-        keys = list(z.files)
-        xk = name if name in keys else next(k for k in keys if z[k].dtype.kind == "f")
-        yk = next((k for k in keys if k in ("labels", "label", "y", "targets", "y_test")), None)
-        x = z[xk].astype(np.float32)
-        y = z[yk] if yk else None
+    x, y = read(npz[0])
     cal = {"x": x[:32], "name": name}
     held = {"x": x[32:544], "y": y[32:544] if y is not None else None, "name": name}
     return cal, held
