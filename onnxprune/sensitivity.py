@@ -84,11 +84,14 @@ class Calibration:
 
 def load_calibration(folder: str | os.PathLike[str], input_names: Sequence[str], max_samples: int = 32,
                      labels_path: str | os.PathLike[str] | None = None) -> Calibration:
-    """Reads ``.npy``/``.npz`` feeds from a folder (see the module docstring)."""
+    """Reads ``.npy``/``.npz`` feeds from a folder, or from one such file (see the module docstring)."""
     root = Path(folder)
-    if not root.is_dir():
-        raise UsageError(f"--calib {folder}: not a folder")
-    files = sorted(p for p in root.iterdir() if p.suffix in (".npy", ".npz"))
+    if root.is_file() and root.suffix in (".npy", ".npz"):
+        files = [root]
+    elif not root.is_dir():
+        raise UsageError(f"--calib {folder}: not a folder or an .npy/.npz file")
+    else:
+        files = sorted(p for p in root.iterdir() if p.suffix in (".npy", ".npz"))
     if not files:
         raise UsageError(f"--calib {folder}: no .npy or .npz files in it")
     parts: dict[str, list[np.ndarray]] = {n: [] for n in input_names}
