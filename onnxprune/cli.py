@@ -35,7 +35,7 @@ from . import __version__
 from .api import analyze, prune
 from .bench import BenchResult, benchmark, interleaved_latency, resolve_eps, short_ep
 from .calibration import ImageSpec, load_calibration
-from .comparison import compare_models
+from .comparison import compare_models, file_size
 from .errors import OnnxPruneError, UsageError
 from .evaluate import evaluate, load_labels
 from .graph import load
@@ -425,13 +425,6 @@ def _add_search_parser(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _file_size(path: str | os.PathLike[str]) -> int:
-    p = Path(path)
-    size = p.stat().st_size
-    data = p.with_name(p.name + ".data")
-    return size + (data.stat().st_size if data.exists() else 0)
-
-
 def _input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
     return parse_input_shapes(args.input_shape)
 
@@ -528,7 +521,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         res.save(out, protect=(args.model,))
     elapsed = time.perf_counter() - t0
     data = prune_dict(res)
-    data.update(output=out, size_before=_file_size(args.model), size_after=_file_size(out), seconds=elapsed)
+    data.update(output=out, size_before=file_size(args.model), size_after=file_size(out), seconds=elapsed)
     if res.reconstruction:
         data["reconstruction"] = [{"node": r.node, "mode": r.mode, "kept": r.kept, "total": r.total,
                                    "reason": r.reason} for r in res.reconstruction]
@@ -596,7 +589,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         table.add_column("pruned/original", justify="right")
         rows = (("params", res.before.params, res.after.params, ""),
                 ("MACs", res.before.macs, res.after.macs, ""),
-                ("file size", _file_size(demo_path), _file_size(out), "B"))
+                ("file size", file_size(demo_path), file_size(out), "B"))
         for label, b, a, unit in rows:
             table.add_row(label, human(b, unit), human(a, unit), f"{a / b:.3f}")
         table.add_row(f"CPU latency, batch 8 (median of {args.repeat}, {args.threads} threads)",
@@ -805,7 +798,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
         "model": args.model, "output": out, "passes": res.trace, "converged": res.converged,
         "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
         "op_counts_before": before, "op_counts_after": after,
-        "size_before": _file_size(args.model), "size_after": _file_size(out), "seconds": elapsed,
+        "size_before": file_size(args.model), "size_after": file_size(out), "seconds": elapsed,
     }
     checks = _verify_results(passes)
     if checks:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,6 +30,8 @@ __all__ = [
     "read_external",
     "ExternalRef",
     "save_proto",
+    "save_text",
+    "save_figure",
     "check_structure",
     "default_opset",
     "initializer_bytes",
@@ -649,3 +652,25 @@ def _runtime_shapes(
         del g.output[n_before:]
     want = set(missing)
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, values) if n in want}
+
+
+def save_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Writes a text file (report, JSON, cache entry) atomically: temporary file + rename.
+
+    The temporary name carries the process id, so processes writing the same file at once
+    (parallel search workers filling a cache) never share a temporary file.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+    return p
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Saves a matplotlib figure atomically (the temporary name keeps the format's suffix)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, p)
+    return p

@@ -67,12 +67,7 @@ def uniform_plan(
     importance: np.ndarray | None = None,
 ) -> Plan:
     """Removes ``ratio`` of the channels of every stratum of every group."""
-    if not 0.0 <= ratio < 1.0:
-        raise PlanError(f"--ratio must be in [0, 1), got {ratio}")
-    if round_to < 1:
-        raise PlanError(f"--round-to must be >= 1, got {round_to}")
-    if min_channels < 1:
-        raise PlanError(f"--min-channels must be >= 1, got {min_channels}")
+    _check_options(ratio, round_to, min_channels)
     score = channel_importance(dg, criterion, seed) if importance is None else importance
     removed = np.zeros(dg.n_channels, dtype=bool)
     for g in dg.groups:

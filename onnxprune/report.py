@@ -11,6 +11,7 @@ import numpy as np
 from .api import Analysis, PruneResult
 from .bench import short_ep
 from .comparison import Comparison
+from .io import save_figure, save_text
 from .profile import LINEAR_OPS, Profile
 from .rules import SpaceKey
 
@@ -21,6 +22,7 @@ __all__ = [
     "human",
     "comparison_markdown",
     "write_comparison_report",
+    "replace_section",
 ]
 
 
@@ -172,7 +174,7 @@ def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) ->
             ax.set_title("MACs per layer, before and after")
             ax.legend()
             fig.tight_layout()
-            _save_fig(fig, out / "layer_macs.png")
+            save_figure(fig, out / "layer_macs.png")
             plt.close(fig)
             images["MACs per layer"] = "layer_macs.png"
         if cmp.latency:
@@ -188,24 +190,12 @@ def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) ->
             ax.set_title("Latency against MACs")
             ax.legend()
             fig.tight_layout()
-            _save_fig(fig, out / "latency_vs_macs.png")
+            save_figure(fig, out / "latency_vs_macs.png")
             plt.close(fig)
             images["Latency against MACs"] = "latency_vs_macs.png"
     md = out / "report.md"
-    _atomic_text(md, comparison_markdown(cmp, images))
+    save_text(md, comparison_markdown(cmp, images))
     return md, plt is not None
-
-
-def _save_fig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def profile_dict(prof: Profile, groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -220,3 +210,24 @@ def profile_dict(prof: Profile, groups: list[dict[str, Any]] | None = None) -> d
         "groups": [{"id": g["id"], "channels": g["channels"], "status": g["status"], "macs": g["macs"],
                     "params": g["params"], "members": g["members"]} for g in (groups or [])],
     }
+
+
+def replace_section(path: str | os.PathLike[str], begin: str, end: str, block: str,
+                    title: str = "", required: bool = False) -> None:
+    """Replaces the text from marker ``begin`` to marker ``end`` of a Markdown file with ``block``.
+
+    ``block`` carries both markers itself. Where the markers are missing, ``block`` is appended
+    (to ``title`` for a new file), or, with ``required``, :class:`ValueError` is raised. The file
+    is written atomically. Benchmark scripts use this to regenerate their part of ``docs/``.
+    """
+    p = Path(path)
+    text = p.read_text() if p.exists() else title
+    b = text.find(begin)
+    e = text.find(end, b + len(begin)) if b != -1 else -1
+    if b != -1 and e != -1:
+        text = text[:b] + block.rstrip("\n") + text[e + len(end):]
+    elif required:
+        raise ValueError(f"{p}: markers {begin} / {end} not found")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block.rstrip("\n") + "\n"
+    save_text(p, text)

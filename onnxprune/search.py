@@ -52,7 +52,7 @@ from .bench import interleaved_latency, resolve_eps
 from .depgraph import build_depgraph
 from .errors import PlanError, UsageError
 from .graph import load
-from .io import load_proto, save_proto
+from .io import load_proto, save_figure, save_proto, save_text
 from .latency_model import LatencyModel
 from .profile import profile
 from .sensitivity import (
@@ -821,9 +821,7 @@ def save_result(result: SearchResult, output: str | os.PathLike[str], report_dir
     d = Path(report_dir)
     d.mkdir(parents=True, exist_ok=True)
     data = result.as_dict()
-    tmp = d / ".search.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, d / "search.json")
+    save_text(d / "search.json", json.dumps(data, indent=2))
     out["json"] = str(d / "search.json")
     out["plot"] = str(d / "pareto.png") if plot_pareto(result, d / "pareto.png") else None
     return out
@@ -867,8 +865,6 @@ def plot_pareto(result: SearchResult, path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return True

@@ -48,6 +48,7 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import UsageError
 from .graph import Model, load
 from .importance import channel_importance
+from .io import save_text
 from .plan import Plan, _summarize
 from .verify import make_feeds, session
 
@@ -303,9 +304,5 @@ def load_cached(cache_dir: Path, key: str) -> dict[str, Any] | None:
 
 def save_cached(cache_dir: Path, key: str, data: dict[str, Any]) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"sensitivity-{key}.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-    return path
+    return save_text(cache_dir / f"sensitivity-{key}.json", json.dumps(data))
 

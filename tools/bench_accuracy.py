@@ -284,13 +284,9 @@ def bench_resnet50(lines: list[str]) -> None:
 
 
 def write_section(lines: list[str]) -> None:
-    text = DOC.read_text() if DOC.exists() else ""
-    body = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    DOC.write_text(text)
+    from onnxprune.report import replace_section
+
+    replace_section(DOC, BEGIN, END, "\n".join([BEGIN, *lines, END]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,10 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         text = "\n".join(lines)
         print(text)
         if args.record:
-            doc = DOC.read_text()
-            head, _, rest = doc.partition(BEGIN)
-            _, _, tail = rest.partition(END)
-            DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+            from onnxprune.report import replace_section
+
+            replace_section(DOC, BEGIN, END, f"{BEGIN}\n{text}\n{END}")
         _ = resource  # children's usage is read in the measuring subprocess
         return 0
     finally:

@@ -351,13 +351,9 @@ def render_section(info: dict, results: list[dict], command: str, args: argparse
 
 
 def write_doc(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    b, e = text.find(BEGIN), text.find(END)
-    if b != -1 and e > b:
-        text = text[:b] + section.rstrip("\n") + text[e + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    from onnxprune.report import replace_section
+
+    replace_section(path, BEGIN, END, section, title="# Benchmarks\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -292,13 +292,10 @@ def render(results: list[dict], command: str, info: dict, section: str = "search
 
 
 def write_doc(path: Path, section: str, name: str = "search") -> None:
-    text = path.read_text() if path.exists() else "# Pruning as search\n\n"
-    b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if b in text and e in text:
-        text = text[: text.index(b)] + section + text[text.index(e) + len(e):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    from onnxprune.report import replace_section
+
+    replace_section(path, f"<!-- {name}:begin -->", f"<!-- {name}:end -->", section,
+                    title="# Pruning as search\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -385,25 +385,19 @@ def draw(all_results: list[dict], path: Path, ep: str) -> bool:
     ax.set_title(f"Speedup against MACs kept ({ep.upper()})")
     ax.legend()
     fig.tight_layout()
+    from onnxprune.io import save_figure
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
 
 def write_doc(path: Path, section: str, ep: str) -> None:
+    from onnxprune.report import replace_section
+
     begin, end = f"<!-- suite-{ep}:begin -->", f"<!-- suite-{ep}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{section}{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_section(path, begin, end, f"{begin}\n{section}{end}", title="# Benchmarks\n")
 
 
 # ---------------------------------------------------------------------------- main

@@ -623,13 +623,9 @@ def render_section(info: dict, bert: dict | None, vits: list[dict], command: str
 
 
 def write_doc(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    b, e = text.find(BEGIN), text.find(END)
-    if b != -1 and e > b:
-        text = text[:b] + section.rstrip("\n") + text[e + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    from onnxprune.report import replace_section
+
+    replace_section(path, BEGIN, END, section, title="# Benchmarks\n")
 
 
 # ---------------------------------------------------------------- main

@@ -196,14 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write:
         begin, end = (TV_BEGIN, TV_END) if args.torchvision else (BEGIN, END)
-        path = Path(args.write)
-        doc = path.read_text()
-        if begin not in doc or end not in doc:
-            print(f"{path}: markers {begin} / {end} not found", file=sys.stderr)
+        from onnxprune.report import replace_section
+
+        try:
+            replace_section(args.write, begin, end, begin + "\n" + text + end, required=True)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
             return 2
-        pre, rest = doc.split(begin, 1)
-        _, post = rest.split(end, 1)
-        path.write_text(pre + begin + "\n" + text + end + post)
     return 0
 
 

@@ -101,12 +101,12 @@ def markdown(r: dict, command: str) -> str:
 
 
 def record(text: str) -> None:
-    doc = DOC.read_text()
-    head, sep, rest = doc.partition(BEGIN)
-    _, sep2, tail = rest.partition(END)
-    if not sep or not sep2:
-        raise SystemExit(f"{DOC}: markers {BEGIN} / {END} not found")
-    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    from onnxprune.report import replace_section
+
+    try:
+        replace_section(DOC, BEGIN, END, f"{BEGIN}\n{text}\n{END}", required=True)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,14 +135,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_section(md_path: Path, section: str) -> None:
-    text = md_path.read_text() if md_path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    md_path.write_text(text)
+    from onnxprune.report import replace_section
+
+    replace_section(md_path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
