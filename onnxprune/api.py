@@ -160,6 +160,7 @@ def prune(
     max_rows: int = 8192,
     progress: Progress | None = None,
     correction_passes: int = 0,
+    stats: CalibrationStats | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -210,20 +211,20 @@ def prune(
     # on inputs of exactly those sizes.
     expected = {t.name: model.shapes.get(t.name) for t in model.graph.outputs}
     needs_stats = plan is None and criterion in ACTIVATION_CRITERIA
-    if (needs_stats or reconstruct) and calibration is None:
+    if (needs_stats or reconstruct) and calibration is None and stats is None:
         raise PlanError(
             f"{'reconstruction' if reconstruct else f'criterion {criterion!r}'} needs calibration "
             "data (a folder of .npy/.npz or images, or 'random')"
         )
     calib: Calibration | None = None
-    stats: CalibrationStats | None = None
+    given = stats is not None
     use_calib = calibration is not None and (needs_stats or reconstruct)
     consumers = find_consumers(model) if use_calib else []
     original = model.to_proto() if use_calib else None
     if use_calib:
         calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
                                  input_shapes)
-    if needs_stats:
+    if needs_stats and not given:
         # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
         # model instead of two); layers the plan leaves whole just drop theirs.
         early = [c.node for c in consumers] if reconstruct and refit else []
@@ -238,7 +239,7 @@ def prune(
     cuts = consumer_cuts(dg, plan) if reconstruct else []
     have = stats.grams if stats is not None else {}
     missing = [c.consumer.node for c in cuts if c.consumer.node not in have] if refit else []
-    if cuts and (stats is None or missing):
+    if cuts and (stats is None or missing) and calib is not None:
         more = collect_stats(model, calib, consumers, channels=stats is None, grams=missing,
                              max_rows=max_rows, seed=seed, progress=progress, proto=original)
         if stats is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,27 @@ class Runner:
             if hwm is not None:
                 self.peak_mem_bytes = max(hwm - rss0, 0)
 
+    def block_size(self, min_ms: float, cap: int = 1000) -> int:
+        """How many back-to-back runs take at least ``min_ms`` (from the median of a few runs)."""
+        if min_ms <= 0:
+            return 1
+        t = float(np.median([self.run() for _ in range(5)]))
+        return int(min(cap, max(1, math.ceil(min_ms / max(t, 1e-4)))))
+
+    def run_block(self, n: int) -> float:
+        """``n`` inferences back to back; returns the mean wall time of one in milliseconds."""
+        if n <= 1:
+            return self.run()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            if self._binding is not None:
+                self.session.run_with_iobinding(self._binding)
+            else:
+                self.session.run(None, self.feeds)
+        if self._binding is not None:
+            self._binding.synchronize_outputs()
+        return (time.perf_counter() - t0) * 1e3 / n
+
     def run(self) -> float:
         """One inference; returns its wall time in milliseconds."""
         t0 = time.perf_counter()
@@ -357,17 +379,23 @@ def interleaved_latency(
     repeat: int = 30,
     progress: Callable[[int, int], None] | None = None,
     provider: str = "CPUExecutionProvider",
+    min_turn_ms: float = 0.0,
 ) -> LatencyResult:
     """Times each model ``repeat`` times in alternation after ``warmup`` runs each.
 
     Turn ``r`` runs the models starting from model ``r mod n`` (A B, B A, A B, ... for two), so
     a bias for one position in the turn falls on every model alike.
 
+    With ``min_turn_ms``, a model that runs faster than that is run back to back in each turn
+    until about ``min_turn_ms`` has passed, and the turn's sample is the mean of those runs: a
+    model of microseconds timed one run at a time measures mostly timer and scheduler noise.
+
     Sessions use full graph optimization and ``threads`` intra-op threads. Each session has its
     own thread pool, so idle workers must not busy-wait: the workers of the session that just ran
     would otherwise compete for the cores with the one being timed.
     """
     runners = [Runner(m, feeds, provider, threads, warmup) for m in models]
+    blocks = [r.block_size(min_turn_ms) for r in runners]
     samples = [np.zeros(repeat) for _ in runners]
     n = len(runners)
     for r in range(repeat):
@@ -375,7 +403,7 @@ def interleaved_latency(
         # (up to 20% on a busy 2-core machine), so each model takes every position equally often
         for k in range(n):
             i = (r + k) % n
-            samples[i][r] = runners[i].run()
+            samples[i][r] = runners[i].run_block(blocks[i])
         if progress is not None:
             progress(r + 1, repeat)
     return LatencyResult(samples, runners)

@@ -385,7 +385,9 @@ def _add_search_parser(sub: Any) -> None:
         epilog="examples:\n"
         "  onnxprune search model.onnx -o fast.onnx --target-latency 0.5x --calib calib/\n"
         "  onnxprune search model.onnx -o fast.onnx --target-latency 12ms --ep cuda --budget-minutes 10\n"
-        "  onnxprune search model.onnx -o small.onnx --target-macs 0.4x --strategy evolution --report rep/",
+        "  onnxprune search model.onnx -o small.onnx --target-macs 0.4x --strategy evolution --report rep/\n"
+        "  onnxprune search model.onnx -o fast.onnx --target-latency 0.4x --batch 64 --calib calib.npz "
+        "--criterion wanda --reconstruct",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_model_options(ps)
@@ -397,9 +399,12 @@ def _add_search_parser(sub: Any) -> None:
     ps.add_argument("--ep", default="cpu", help="execution provider timed: cpu, cuda or tensorrt (default cpu)")
     ps.add_argument("--threads", type=int, default=0, metavar="N",
                     help="onnxruntime intra-op threads when timing (default: onnxruntime's choice)")
-    ps.add_argument("--calib", metavar="DIR",
-                    help="folder of .npy/.npz inputs (arrays named after the graph inputs; 'labels' for "
-                    "accuracy); without it, seeded random inputs (a warning says so)")
+    ps.add_argument("--batch", type=int, metavar="N",
+                    help="batch size the latency is measured at, for inputs with a dynamic first axis "
+                    "(default 1); small models are mostly per-op overhead at batch 1")
+    ps.add_argument("--calib", metavar="DIR|FILE",
+                    help="folder or .npy/.npz file of inputs (arrays named after the graph inputs; 'labels' "
+                    "for accuracy), or 'random'; without it, seeded random inputs (a warning says so)")
     ps.add_argument("--labels", metavar="FILE.npy", help="labels for the calibration samples (adds accuracy)")
     ps.add_argument("--calib-samples", type=int, default=16, metavar="N",
                     help="calibration samples used (default 16)")
@@ -408,6 +413,14 @@ def _add_search_parser(sub: Any) -> None:
     ps.add_argument("--strategy", choices=("greedy", "evolution"), default="greedy",
                     help="greedy: NetAdapt-style steps; evolution: seeded genetic search (default greedy)")
     ps.add_argument("--seed", type=int, default=0, help="seed of the search and of random inputs (default 0)")
+    ps.add_argument("--criterion", choices=CRITERIA, default="l1",
+                    help="which channels a group loses first (default l1); wanda, fluct and apoz rank by "
+                    "activations on the --calib data")
+    ps.add_argument("--reconstruct", action="store_true",
+                    help="refit the layers that lose input channels in every candidate (as prune "
+                    "--reconstruct), so the search compares what will be written; needs --calib")
+    ps.add_argument("--bias-only", action="store_true",
+                    help="with --reconstruct: only compensate biases (cheap on large models)")
     ps.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N")
     ps.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels")
     ps.add_argument("--max-ratio", type=float, default=0.75, metavar="R",
@@ -939,7 +952,10 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
         input_shapes=_input_shapes(args) or None, prune_hidden=args.prune_hidden, levels=levels,
         sensitivity_ratios=_ratio_list(args.sensitivity_ratios, "--sensitivity-ratios"), workers=args.workers,
         executor=args.executor, address=args.address, threads=args.threads, cache_dir=args.cache_dir,
+        criterion=args.criterion, reconstruct=args.reconstruct, refit=not args.bias_only, batch=args.batch,
     )
+    if args.bias_only and not args.reconstruct:
+        raise UsageError("--bias-only needs --reconstruct")
     _require_model(args.model)
     t0 = time.perf_counter()
     with _progress(console, args.json) as bar:

@@ -18,7 +18,7 @@ onnxruntime makes in a whole graph — is fitted, not guessed. For a configurati
     A(c) = Σ_spaces elements per channel × kept channels / same at full width   (activation share)
     T(c) ≈ a + b·S(c) + c·A(c)          a, b, c ≥ 0
 
-``a, b, c`` come from a non-negative least-squares fit to whole models timed in turns (A B A B
+``a, b, c`` come from a non-negative least-squares fit (of relative errors) to whole models timed in turns (A B A B
 ... in one process, :func:`onnxprune.bench.interleaved_latency`): the original, uniform prunings
 at the search's levels and a few seeded random configurations. The candidates a search finally
 chooses are timed again end to end, and their prediction error is reported by the search.
@@ -51,8 +51,10 @@ __all__ = ["LayerSpec", "LatencyModel", "GRID"]
 
 log = logging.getLogger(__name__)
 
-#: kept fractions of each channel axis at which a layer is timed
+#: kept fractions of each channel axis at which a layer is timed (without candidate counts)
 GRID = (1.0, 0.75, 0.5, 0.25)
+#: a timed model faster than this is run back to back within each turn (one sample = their mean)
+MIN_TURN_MS = 2.0
 
 Progress = Callable[[str, int, int], None]
 
@@ -335,15 +337,38 @@ class LatencyModel:
     def _time_models(self, models: Sequence[tuple[onnx.ModelProto, dict[str, np.ndarray]]], repeat: int,
                      warmup: int) -> list[float]:
         runners = [Runner(m, f, self.provider, self.threads, warmup) for m, f in models]
-        samples = np.zeros((len(runners), repeat))
+        # layers of microseconds are run back to back within a turn (see interleaved_latency)
+        blocks = [r.block_size(MIN_TURN_MS) for r in runners]
+        n = len(runners)
+        samples = np.zeros((n, repeat))
         for r in range(repeat):
-            for i, runner in enumerate(runners):
-                samples[i, r] = runner.run()
+            for k in range(n):  # rotating order, as in interleaved_latency
+                i = (r + k) % n
+                samples[i, r] = runners[i].run_block(blocks[i])
         return [float(x) for x in np.median(samples, axis=1)]
 
+    def _axis_counts(self, spec: LayerSpec, configs: Sequence[np.ndarray] | None) -> list[list[int]]:
+        """Per channel axis of ``spec``: the kept counts to time (candidate counts, else the grid)."""
+        out = []
+        for a in sorted(spec.w_axes):
+            n = spec.w_shape[a]
+            if configs:
+                counts = {int(n - r[spec.w_axes[a]].sum()) for r in configs} | {n}
+                out.append(sorted(c for c in counts if c >= 1))
+            else:
+                out.append(_grid_counts(n, self.round_to))
+        return out
+
     def build_tables(self, repeat: int = 10, warmup: int = 2, chunk: int = 24,
-                     progress: Progress | None = None, deadline: Callable[[], bool] | None = None) -> int:
-        """Times every distinct layer on its grid of channel counts; returns the entries timed."""
+                     progress: Progress | None = None, deadline: Callable[[], bool] | None = None,
+                     configs: Sequence[np.ndarray] | None = None) -> int:
+        """Times every distinct layer at its candidate channel counts; returns the entries timed.
+
+        ``configs``: removed-channel masks (the search passes one per ratio level) whose kept
+        counts on each layer axis are the ones timed, so a prediction is a lookup rather than an
+        interpolation (kernels are not monotone in width: 56 channels can run slower than 64).
+        Without them, the fixed grid ``GRID`` of kept fractions is timed.
+        """
         todo: list[tuple[str, tuple[int, ...], LayerSpec]] = []
         seen: set[str] = set()
         for spec in self.layers:
@@ -355,8 +380,7 @@ class LatencyModel:
             if not spec.exact or not spec.w_axes:
                 grids = [spec.full_counts()]
             else:
-                grids = list(itertools.product(*[_grid_counts(spec.w_shape[a], self.round_to)
-                                                 for a in sorted(spec.w_axes)]))
+                grids = list(itertools.product(*self._axis_counts(spec, configs)))
             for counts in grids:
                 if counts not in self.tables[sig]:
                     todo.append((sig, counts, spec))
@@ -392,7 +416,9 @@ class LatencyModel:
         """Fits ``a, b, c`` to whole-model timings of the given configurations."""
         X = np.stack([self.features(r) for r in removed_list])
         y = np.asarray(measured_ms, dtype=np.float64)
-        self.coef = _nnls3(X, y)
+        # relative errors are what matters (and what is reported): weight each row by 1/measured
+        w = 1.0 / np.maximum(y, 1e-9)
+        self.coef = _nnls3(X * w[:, None], y * w)
         pred = X @ self.coef
         self.fit_points = [
             {"label": (labels[i] if labels else str(i)), "table_ms": float(X[i, 1]), "activation_share": float(X[i, 2]),

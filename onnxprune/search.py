@@ -52,6 +52,7 @@ from .bench import interleaved_latency, resolve_eps
 from .depgraph import build_depgraph
 from .errors import PlanError, UsageError
 from .graph import load
+from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import load_proto, save_figure, save_proto, save_text
 from .latency_model import LatencyModel
 from .profile import profile
@@ -75,6 +76,10 @@ STRATEGIES = ("greedy", "evolution")
 DEFAULT_LEVELS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 #: a shortlisted candidate whose measured latency share is within this of the target counts as meeting it
 LATENCY_SLACK = 0.03
+#: a choice measured this far below the latency target (as a share) is searched again with a relaxed model
+RELAX_BELOW = 0.1
+#: a whole model faster than this is run back to back within each timing turn
+MIN_TURN_MS = 10.0
 #: rounds of "measure the choice, tighten the predicted target, search on" after the first
 MAX_REFINEMENTS = 2
 Progress = Callable[[str, int, int, str], None]
@@ -126,6 +131,11 @@ class SearchOptions:
     input_shapes: dict[str, list[int]] | None = None
     prune_hidden: bool = False
     criterion: str = "l1"
+    #: refit (or, with ``refit=False``, bias-compensate) the layers that lose inputs, in every candidate
+    reconstruct: bool = False
+    refit: bool = True
+    #: batch size of the latency measurements (symbolic leading input dims); None: 1
+    batch: int | None = None
     levels: tuple[float, ...] = DEFAULT_LEVELS
     sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     workers: int = 1
@@ -242,6 +252,27 @@ def pareto_front(cands: Sequence[Candidate], x: str = "predicted_ms") -> list[Ca
     return front
 
 
+def _with_batch(proto: onnx.ModelProto, shapes: dict[str, list[int]] | None,
+                batch: int | None) -> dict[str, list[int]] | None:
+    """``shapes`` plus ``[batch, ...]`` for every graph input whose leading dimension is symbolic.
+
+    Inputs named in ``shapes`` keep the sizes given there; other symbolic dimensions of an input
+    are taken as 1 (as ``--input-shape`` does).
+    """
+    if batch is None:
+        return shapes
+    out = dict(shapes or {})
+    inits = {t.name for t in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name in inits or vi.name in out or not vi.type.HasField("tensor_type"):
+            continue
+        dims = list(vi.type.tensor_type.shape.dim)
+        if not dims or dims[0].HasField("dim_value"):
+            continue
+        out[vi.name] = [batch] + [d.dim_value if d.HasField("dim_value") else 1 for d in dims[1:]]
+    return out or None
+
+
 # ---------------------------------------------------------------------------- executors
 _WORKER: dict[str, Evaluator] = {}  # one evaluator per worker process, built by its initializer
 
@@ -322,6 +353,10 @@ class _Search:
         self._validate()
         self.proto = load_proto(source)
         self.source = None if isinstance(source, onnx.ModelProto) else os.fspath(source)
+        self.input_shapes = _with_batch(self.proto, opts.input_shapes, opts.batch)
+        if opts.batch is not None and self.input_shapes == opts.input_shapes:
+            log.warning("--batch %d: no graph input has a symbolic first axis (or --input-shape fixed it); "
+                        "latency is measured at the model's own input sizes", opts.batch)
         self.model_bytes = self.proto.SerializeToString()
         self.provider = resolve_eps(opts.provider)[0]
 
@@ -339,6 +374,14 @@ class _Search:
             raise UsageError("--budget-minutes must be positive")
         if o.calib_samples < 1:
             raise UsageError("--calib-samples must be at least 1")
+        if o.batch is not None and o.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        if o.criterion not in CRITERIA:
+            raise UsageError(f"--criterion {o.criterion}: choose from {', '.join(CRITERIA)}")
+        if (o.criterion in ACTIVATION_CRITERIA or o.reconstruct) and not o.calib:
+            what = "--reconstruct" if o.reconstruct else f"--criterion {o.criterion}"
+            raise UsageError(f"{what} needs calibration data: --calib DIR|FILE (or --calib random, which says "
+                             "little about real inputs)")
         if any(not 0 < r < 1 for r in o.sensitivity_ratios):
             raise UsageError("sensitivity ratios must be in (0, 1)")
         self.t_lat = parse_target(o.target_latency, "latency", "ms")
@@ -355,21 +398,23 @@ class _Search:
     # ------------------------------------------------------------------ stages
     def prepare(self) -> None:
         o = self.opts
-        self.model = load(onnx.load_from_string(self.model_bytes), o.input_shapes)
-        self.dg = build_depgraph(self.model, o.ignore, o.prune_hidden)
-        self.space = SearchSpace(self.dg, o.levels, o.round_to, o.min_channels, o.criterion, o.seed)
-        if self.space.n_groups == 0:
-            raise PlanError("nothing to search: every group is a barrier (run `onnxprune analyze` to see why)")
-        names = [t.name for t in self.model.graph.inputs]
-        if o.calib:
+        names = [i.name for i in self.proto.graph.input
+                 if i.name not in {t.name for t in self.proto.graph.initializer}]
+        if o.calib and o.calib != "random":
             self.calib = load_calibration(o.calib, names, o.calib_samples, o.labels)
         else:
-            log.warning("no --calib data: fidelity is measured on seeded random inputs, which says little "
-                        "about accuracy on real data")
+            if not o.calib:
+                log.warning("no --calib data: fidelity is measured on seeded random inputs, which says little "
+                            "about accuracy on real data")
             self.calib = random_calibration(self.proto, o.input_shapes, o.calib_samples, o.seed)
-        args = (self.model_bytes, o.input_shapes, o.ignore, o.prune_hidden, o.levels, o.round_to,
-                o.min_channels, o.criterion, o.seed, self.calib, 1)  # one thread: same numbers in any executor
+        args = (self.model_bytes, self.input_shapes, o.ignore, o.prune_hidden, o.levels, o.round_to,
+                o.min_channels, o.criterion, o.seed, self.calib, 1,  # one thread: same numbers in any executor
+                o.reconstruct, o.refit)
         self.evaluator = Evaluator(*args)
+        # the evaluator's analysis is the search's: one ranking of channels, one space
+        self.model, self.dg, self.space = self.evaluator.model, self.evaluator.dg, self.evaluator.space
+        if self.space.n_groups == 0:
+            raise PlanError("nothing to search: every group is a barrier (run `onnxprune analyze` to see why)")
         self.pool = _Pool(o.executor, o.workers, o.address, args, self.evaluator)
         self.lat = LatencyModel(self.model, self.dg, self.provider, o.threads, o.round_to)
         self._feeds = self._latency_feeds()
@@ -411,7 +456,8 @@ class _Search:
         shares, base = [], []
         for c in configs:
             res = interleaved_latency([self.proto, self.evaluator.pruned_proto(c)], self._feeds,
-                                      threads=self.opts.threads, warmup=5, repeat=repeat, provider=self.provider)
+                                      threads=self.opts.threads, warmup=5, repeat=repeat, provider=self.provider,
+                                      min_turn_ms=MIN_TURN_MS)
             m = res.medians_ms
             base.append(m[0])
             shares.append(m[1] / m[0])
@@ -419,20 +465,28 @@ class _Search:
         t0 = float(np.median(base)) if base else 0.0
         return [t0] + [s * t0 for s in shares]
 
+    def _refit_latency(self) -> None:
+        """Fits the latency model again to every whole-model measurement and updates predictions."""
+        self.lat.fit(*self._fit_data)
+        for c in self.cands.values():
+            c.predicted_ms = self.lat.predict(self.space.removed(c.config))
+
     def build_latency_model(self) -> None:
         t = time.monotonic()
+        levels = [self.space.removed(self.space.uniform(lv)) for lv in range(self.space.n_levels)]
         n_entries = self.lat.build_tables(progress=lambda s, d, n: self.progress("timing layers", d, n, ""),
-                                          deadline=lambda: self.out_of_time(0.25))
+                                          deadline=lambda: self.out_of_time(0.25), configs=levels)
         rng = np.random.default_rng(self.opts.seed)
         L = self.space.n_levels
-        fit = [self.space.uniform(lv) for lv in range(1, L, max(1, (L - 1) // 3))]
+        fit = [self.space.uniform(lv) for lv in sorted(set(range(1, L, max(1, (L - 1) // 3))) | {L - 1})]
         fit += [tuple(int(x) for x in rng.integers(0, L, self.space.n_groups)) for _ in range(3)]
         self.progress("timing whole models", 0, 1, f"{len(fit) + 1} models in turns")
         ms = self._measure(fit, repeat=max(5, self.opts.repeat // 2))
         self.baseline_ms = ms[0]
         zero = tuple([0] * self.space.n_groups)
         labels = ["original"] + [f"uniform {self.space.levels[c[0]]:g}" if len(set(c)) == 1 else "random" for c in fit]
-        self.lat.fit([self.space.removed(zero)] + [self.space.removed(c) for c in fit], ms, labels)
+        self._fit_data = ([self.space.removed(zero)] + [self.space.removed(c) for c in fit], list(ms), labels)
+        self.lat.fit(*self._fit_data)
         self.cands.clear()  # predictions made before the fit are stale
         self.progress("timing whole models", 1, 1, f"{n_entries} layer entries")
         self.stages["latency_model_s"] = time.monotonic() - t
@@ -454,7 +508,8 @@ class _Search:
         sens_levels = sorted({int(np.argmin([abs(lv - r) for lv in levels])) for r in o.sensitivity_ratios} - {0})
         options = {"levels": levels, "sens_levels": sens_levels, "round_to": o.round_to, "min": o.min_channels,
                    "ignore": o.ignore, "criterion": o.criterion, "hidden": o.prune_hidden,
-                   "shapes": o.input_shapes, "calib": self.calib.digest(), "seed": o.seed}
+                   "reconstruct": [o.reconstruct, o.refit] if o.reconstruct else False,
+                   "shapes": self.input_shapes, "calib": self.calib.digest(), "seed": o.seed}
         self.sens_key = sensitivity_key(self.model_bytes, options)
         cache_dir = Path(o.cache_dir) if o.cache_dir else default_cache_dir()
         cached = load_cached(cache_dir, self.sens_key)
@@ -677,7 +732,8 @@ class _Search:
 
     # ------------------------------------------------------------------ finish
     def choose(self) -> tuple[Candidate, bool]:
-        evald = [c for c in self.cands.values() if c.fidelity is not None and c.source != "uniform"]
+        # uniform references compete too: where one of them is the best trade, it is the answer
+        evald = [c for c in self.cands.values() if c.fidelity is not None]
         feas = [c for c in evald if self.feasible(c)]
         if feas:
             return min(feas, key=lambda c: (c.loss, c.predicted_ms, c.config)), True
@@ -687,7 +743,7 @@ class _Search:
 
     def _shortlist(self, best: Candidate, n: int = 3) -> list[Candidate]:
         """The best feasible candidates by loss (``best`` first), to be confirmed end to end."""
-        feas = sorted((c for c in self.cands.values() if c.fidelity is not None and c.source != "uniform"
+        feas = sorted((c for c in self.cands.values() if c.fidelity is not None
                        and self.feasible(c) and c is not best), key=lambda c: (c.loss, c.config))
         return [best] + feas[: n - 1]
 
@@ -712,6 +768,10 @@ class _Search:
         for c, m in zip(check, ms[1:]):
             c.measured_ms, c.measured_ratio = m, m / ms[0]
             c.predicted_ratio = c.predicted_ms / base_pred
+            # every end-to-end measurement also refines the latency model for later rounds
+            self._fit_data[0].append(self.space.removed(c.config))
+            self._fit_data[1].append(c.measured_ratio * self.baseline_ms)
+            self._fit_data[2].append(f"checked ({c.source})")
         self.progress("checking", 1, 1, "")
         if self.user_target_ms is None:
             return best, True
@@ -736,6 +796,7 @@ class _Search:
         self.user_target_ms = self.target_ms
         start: tuple[int, ...] | None = None
         self.stages["search_s"] = self.stages["check_s"] = 0.0
+        best_ok: Candidate | None = None  # the most faithful choice measured within the target so far
         for attempt in range(1 + MAX_REFINEMENTS):
             t = time.monotonic()
             getattr(self, o.strategy)(start)
@@ -744,26 +805,39 @@ class _Search:
             t = time.monotonic()
             best, measured_ok = self._check(best, met)
             self.stages["check_s"] += time.monotonic() - t
-            if measured_ok or not met or self.out_of_time() or attempt == MAX_REFINEMENTS:
-                if met and not measured_ok:
-                    met = False
-                    log.warning("no candidate measured within %.0f%% of the latency target; the fastest "
-                                "measured one is returned", 100 * LATENCY_SLACK)
+            if met and measured_ok and (best_ok is None or (best.loss, best.config) < (best_ok.loss, best_ok.config)):
+                best_ok = best
+            if not met or self.out_of_time() or attempt == MAX_REFINEMENTS or self.user_target_ms is None:
                 break
-            # the model underestimated this neighbourhood: tighten the predicted target by the
-            # measured/predicted ratio of the choice and continue the search from it
-            factor = (best.measured_ratio or 1.0) / (best.predicted_ratio or 1.0)
-            self.target_ms = self.target_ms / max(factor, 1.0 + 1e-3)  # type: ignore[operator]
-            log.info("measured %.3f vs predicted %.3f of the original: refining toward %.3f ms predicted",
-                     best.measured_ratio or 0.0, best.predicted_ratio or 0.0, self.target_ms)
-            self.progress("refining", attempt + 1, MAX_REFINEMENTS, "latency measured above target")
-            start = best.config
+            share = self.user_target_ms / self.baseline_ms
+            measured, predicted = best.measured_ratio or 1.0, best.predicted_ratio or 1.0
+            if measured_ok and measured >= share * (1 - RELAX_BELOW):
+                break
+            # refit the latency model with every measurement so far, then move the predicted
+            # target by what remains of the error at the choice: tighter where the model
+            # underestimated it (search on from the choice), looser where it overestimated it
+            # (search again from the unpruned model, the choice being faster than it need be)
+            self._refit_latency()
+            self.target_ms = self.user_target_ms * best.predicted_ms / (measured * self.baseline_ms)
+            start = None if measured_ok else best.config
+            why = "latency measured well below target" if measured_ok else "latency measured above target"
+            log.info("measured %.3f vs predicted %.3f of the original: searching again toward %.3f ms predicted",
+                     measured, predicted, self.target_ms)
+            self.progress("refining", attempt + 1, MAX_REFINEMENTS, why)
+        if best_ok is not None:
+            best, met = best_ok, True
+        elif met:
+            met = False
+            log.warning("no candidate measured within %.0f%% of the latency target; the fastest "
+                        "measured one is returned", 100 * LATENCY_SLACK)
         t = time.monotonic()
-        model = load(onnx.load_from_string(self.model_bytes), o.input_shapes)
+        model = load(onnx.load_from_string(self.model_bytes), self.input_shapes)
         dg = build_depgraph(model, o.ignore, o.prune_hidden)
-        space = SearchSpace(dg, o.levels, o.round_to, o.min_channels, o.criterion, o.seed)
-        pr = prune(model, plan=space.plan(best.config), depgraph=dg)
-        real = profile(load(pr.proto, o.input_shapes))
+        stats = self.evaluator.stats
+        space = SearchSpace(dg, o.levels, o.round_to, o.min_channels, o.criterion, o.seed, stats)
+        pr = prune(model, plan=space.plan(best.config), depgraph=dg, reconstruct=o.reconstruct, refit=o.refit,
+                   stats=stats)
+        real = profile(load(pr.proto, self.input_shapes))
         best.macs, best.params = real.macs, real.params
         if self.target_macs is not None and best.macs > self.target_macs:
             met = False

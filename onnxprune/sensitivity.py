@@ -44,10 +44,14 @@ import numpy as np
 import onnx
 
 from .apply import apply_plan
+from .calibration import CalibrationStats, collect_stats, find_consumers
+from .calibration import load_calibration as _batched
 from .depgraph import DepGraph, build_depgraph
 from .errors import UsageError
 from .graph import Model, load
-from .importance import channel_importance
+from .importance import ACTIVATION_CRITERIA, channel_importance
+from .reconstruct import consumer_cuts
+from .reconstruct import reconstruct as reconstruct_model
 from .io import save_text
 from .plan import Plan, _summarize
 from .verify import make_feeds, session
@@ -178,11 +182,11 @@ class SearchSpace:
     """Levels per prunable group and the channels each level removes (see the module docstring)."""
 
     def __init__(self, dg: DepGraph, levels: Sequence[float], round_to: int = 1, min_channels: int = 1,
-                 criterion: str = "l1", seed: int = 0) -> None:
+                 criterion: str = "l1", seed: int = 0, stats: CalibrationStats | None = None) -> None:
         self.dg = dg
         self.levels = tuple(float(x) for x in levels)
         self.round_to, self.min_channels = round_to, min_channels
-        score = channel_importance(dg, criterion, seed)
+        score = channel_importance(dg, criterion, seed, stats)
         self.groups: list[int] = []
         self.removal: list[list[np.ndarray]] = []
         # group ids follow set iteration order, which differs between processes: order the
@@ -241,15 +245,32 @@ class Evaluator:
 
     Each evaluation prunes a copy of the graph (the analysis is done once), so it costs an
     ``apply_plan``, a serialization, an onnxruntime session and one run on the calibration batch.
+
+    With an activation-aware ``criterion`` (``wanda``, ``fluct``, ``apoz``) or ``reconstruct``,
+    the calibration inputs are run through the original model once, here, for channel statistics
+    and (``reconstruct`` with ``refit``) the Gram matrix of every weighted layer's input; every
+    candidate is then reconstructed from those statistics exactly as ``onnxprune prune
+    --reconstruct`` would (:mod:`onnxprune.reconstruct`), without running the model again. Gram
+    matrices take ``8·K²`` bytes per layer (``K`` = input features, ``C_in·k_h·k_w`` for a Conv),
+    in every worker.
     """
 
     def __init__(self, model_bytes: bytes, input_shapes: dict[str, list[int]] | None, ignore: list[str] | None,
                  prune_hidden: bool, levels: Sequence[float], round_to: int, min_channels: int, criterion: str,
-                 seed: int, calib: Calibration, threads: int = 1) -> None:
+                 seed: int, calib: Calibration, threads: int = 1, reconstruct: bool = False,
+                 refit: bool = True) -> None:
         self.proto = onnx.load_from_string(model_bytes)
         self.model = load(self.proto, input_shapes)
         self.dg = build_depgraph(self.model, ignore, prune_hidden)
-        self.space = SearchSpace(self.dg, levels, round_to, min_channels, criterion, seed)
+        self.reconstruct, self.refit = reconstruct, refit
+        self.stats: CalibrationStats | None = None
+        if criterion in ACTIVATION_CRITERIA or reconstruct:
+            consumers = find_consumers(self.model)
+            batches = _batched([calib.feeds], self.proto, n_samples=_n_samples(calib), batch_size=32, seed=seed)
+            grams = [c.node for c in consumers] if reconstruct and refit else []
+            self.stats = collect_stats(self.model, batches, consumers, channels=True, grams=grams, seed=seed,
+                                       proto=self.proto)
+        self.space = SearchSpace(self.dg, levels, round_to, min_channels, criterion, seed, self.stats)
         self.calib, self.threads = calib, threads
         self.refs = self._run(self.model.to_proto())
 
@@ -265,7 +286,11 @@ class Evaluator:
         dg = DepGraph.__new__(DepGraph)
         dg.__dict__.update(self.dg.__dict__)
         dg.model = copy
-        apply_plan(dg, self.space.plan(config))
+        plan = self.space.plan(config)
+        cuts = consumer_cuts(dg, plan) if self.reconstruct and self.stats is not None else []
+        apply_plan(dg, plan)
+        if cuts:
+            reconstruct_model(copy, cuts, self.stats, refit=self.refit)  # type: ignore[arg-type]
         return copy.to_proto()
 
     def evaluate(self, config: Sequence[int]) -> Fidelity:
@@ -278,6 +303,10 @@ class Evaluator:
             log.warning("candidate failed to run (%s); scored as lost", str(exc).splitlines()[0][:200])
             return Fidelity(2.0, -1.0, float("inf"))
         return _fidelity(self.refs, outs, self.calib.labels)
+
+
+def _n_samples(calib: Calibration) -> int:
+    return int(next(iter(calib.feeds.values())).shape[0]) if calib.feeds else 1
 
 
 def sensitivity_key(model_bytes: bytes, options: dict[str, Any]) -> str:

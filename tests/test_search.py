@@ -67,9 +67,8 @@ def test_sensitivity_is_cached_and_search_is_deterministic(resnet, tmp_path):
 def test_evolution_respects_latency_target_prediction(resnet, tmp_path):
     res = search(resnet, _opts(tmp_path, target_latency="0.7x", strategy="evolution", seed=1))
     assert_valid(res.proto)
-    # the predicted target only tightens (when measurements show the model was optimistic)
-    assert res.targets["latency_ms_predicted"] <= res.targets["latency_ms"] + 1e-9
-    assert not res.met or res.best.predicted_ms <= res.targets["latency_ms_predicted"] + 1e-9
+    # met means measured end to end within the target (the predicted target moves with the measurements)
+    assert not res.met or res.best.measured_ratio <= 0.7 * 1.03
     assert {c.source for c in res.candidates} >= {"evolution", "uniform"}
     data = res.as_dict()
     assert data["latency_model"]["table_entries"] > 0

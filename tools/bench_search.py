@@ -74,7 +74,7 @@ def _trained_split(path: Path) -> tuple[dict, dict] | None:
     if calib.exists() and test.exists():
         xc, _ = read(calib)
         xt, yt = read(test)
-        return {"x": xc[:32], "name": name}, {"x": xt, "y": yt, "name": name}
+        return {"x": xc, "name": name}, {"x": xt, "y": yt, "name": name}
     npz = sorted(path.parent.glob(path.stem + "*.npz"))
     if not npz:
         return None
@@ -112,7 +112,11 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
                          seed=0, round_to=args.round_to, workers=args.workers, threads=args.threads,
                          calib=str(calib_dir) if calib_dir else None, calib_samples=args.calib_samples,
                          sensitivity_ratios=tuple(args.sensitivity_ratios), repeat=args.repeat,
-                         cache_dir=str(workdir / "cache"))
+                         cache_dir=str(workdir / "cache"), criterion=args.criterion,
+                         reconstruct=args.reconstruct != "off", refit=args.reconstruct == "refit",
+                         batch=args.batch if args.batch > 1 else None)
+    if opts.criterion != "l1" or opts.reconstruct:
+        opts.calib = opts.calib or "random"
     res = search(str(path), opts, progress=progress)
     searched = workdir / f"{name}-searched.onnx"
     save_result(res, searched, workdir / f"{name}-report", protect=(str(path),))
@@ -122,9 +126,20 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
 
     levels = [lv for lv in res.space.levels if lv > 0]
     uniform = {}
+    # uniform pruning with the same ranking, reconstruction and calibration data as the search
+    uni_kw: dict = {}
+    if args.criterion != "l1" or args.reconstruct != "off":
+        from onnxprune.sensitivity import load_calibration as search_calibration
+        from onnxprune.sensitivity import random_calibration
+
+        cal = (search_calibration(str(calib_dir), [i.name for i in onnx.load(str(path), load_external_data=False)
+                                                  .graph.input], args.calib_samples) if calib_dir else
+               random_calibration(onnx.load(str(path)), None, args.calib_samples, 0))
+        uni_kw = dict(criterion=args.criterion, calibration=[cal.feeds], calib_samples=args.calib_samples,
+                      reconstruct=args.reconstruct != "off", refit=args.reconstruct == "refit")
     for r in levels:
         out = workdir / f"{name}-uniform-{r:g}.onnx"
-        prune(str(path), ratio=r, round_to=args.round_to).save(out)
+        prune(str(path), ratio=r, round_to=args.round_to, **uni_kw).save(out)
         uniform[r] = out
     # held-out fidelity
     sess = session(str(path))
@@ -144,7 +159,8 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
     f_s = fid(searched)
     f_u = {r: fid(p) for r, p in uniform.items()}
     base_acc = _fidelity(refs, refs, labels).accuracy
-    lat_feeds = make_feeds(sess, seed=7, batch=1)
+    batch_dyn = not isinstance(sess.get_inputs()[0].shape[0], int)
+    lat_feeds = make_feeds(sess, seed=7, batch=args.batch if batch_dyn else 1)
     print(f"  {_stamp(t0)} {name}: timing searched and {len(uniform)} uniform models, each in turns with the "
           "original", flush=True)
     # one pair (original, model) per loop, as `onnxprune compare` does: which models share a loop
@@ -152,7 +168,7 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
     shares, base = [], []
     for q in [searched, *uniform.values()]:
         lat = interleaved_latency([str(path), str(q)], lat_feeds, threads=args.threads or 2, warmup=5,
-                                  repeat=args.repeat_e2e)
+                                  repeat=args.repeat_e2e, min_turn_ms=10.0)
         shares.append(lat.medians_ms[1] / lat.medians_ms[0])
         base.append(lat.medians_ms[0])
     med = [float(np.median(base))]
@@ -169,9 +185,19 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
                     else None)
     # the searched model keeps more fidelity than every uniform point: uniform needs more than its mildest
     beyond = f_s.loss < ls[0]
+    # the same on accuracy, where the held-out split has labels
+    u_acc_at_lat = u_lat_at_acc = None
+    if f_s.accuracy is not None:
+        accs = [f_u[p[3]].accuracy for p in pts]
+        u_acc_at_lat = float(np.interp(share_s, xs, accs)) if xs[0] <= share_s <= xs[-1] else None
+        by_acc = sorted((f_u[r].accuracy, shares_u[r]) for r in uniform)
+        a_s = [b[0] for b in by_acc]
+        u_lat_at_acc = (float(np.interp(f_s.accuracy, a_s, [b[1] for b in by_acc])) if a_s[0] <= f_s.accuracy <= a_s[-1]
+                        else None)
     pe = res.as_dict()["prediction_error"]
     out = {
         "name": name, "kind": entry["kind"], "target": args.target, "strategy": args.strategy,
+        "criterion": args.criterion, "reconstruct": args.reconstruct, "batch": args.batch,
         "original_ms": med[0], "searched_share": share_s, "searched_cosine": f_s.cosine, "searched_loss": f_s.loss,
         "searched_top1": f_s.top1, "searched_accuracy": f_s.accuracy, "original_accuracy": base_acc,
         "searched_macs_share": res.best.macs / res.baseline_macs,
@@ -180,6 +206,7 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
         "uniform_cosine_at_equal_latency": u_cos_at_lat,
         "uniform_share_at_equal_fidelity": u_lat_at_fid,
         "uniform_share_above": max(shares_u.values()) if beyond else None,
+        "uniform_accuracy_at_equal_latency": u_acc_at_lat, "uniform_share_at_equal_accuracy": u_lat_at_acc,
         "uniform_range": [min(xs), max(xs)],
         "prediction_error_max": pe["max"], "prediction_checked": pe["checked"],
         "latency_fit": res.latency_model["fit"], "search_seconds": search_s, "stages": res.stages,
@@ -216,12 +243,15 @@ def draw(r: dict, res, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     u = sorted(r["uniform"].items(), key=lambda kv: kv[1]["share"])
     ax = axes[0]
-    ax.plot([v["share"] for _, v in u], [v["cosine"] for _, v in u], "s-", color="tab:gray", label="uniform (measured)")
+    acc = r.get("searched_accuracy") is not None
+    key, ylabel = ("accuracy", "accuracy (held-out, labelled)") if acc else ("cosine", "output cosine similarity (held-out inputs)")
+    ax.plot([v["share"] for _, v in u], [v[key] for _, v in u], "s-", color="tab:gray", label="uniform (measured)")
     for k, v in u:
-        ax.annotate(k, (v["share"], v["cosine"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
-    ax.scatter([r["searched_share"]], [r["searched_cosine"]], s=90, color="tab:red", zorder=3, label="searched (measured)")
-    ax.set_xlabel("latency / original (interleaved, CPU)")
-    ax.set_ylabel("output cosine similarity (held-out inputs)")
+        ax.annotate(k, (v["share"], v[key]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.scatter([r["searched_share"]], [r[f"searched_{key}"]], s=90, color="tab:red", zorder=3,
+               label="searched (measured)")
+    ax.set_xlabel(f"latency / original (interleaved, CPU, batch {r.get('batch', 1)})")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"{r['name']}: held-out fidelity vs measured latency", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -249,8 +279,9 @@ def render(results: list[dict], command: str, info: dict, section: str = "search
     lines = [
         f"<!-- {section}:begin -->",
         f"Command: `{command}`  ",
-        f"Machine: {info['machine']}; onnxruntime {info['ort']}, CPU provider, {info['threads']} threads, batch 1; "
-        f"{info['date']}.",
+        f"Machine: {info['machine']}; onnxruntime {info['ort']}, CPU provider, {info['threads']} threads, "
+        f"batch {info.get('batch', 1)}; channel ranking {info.get('criterion', 'l1')}, reconstruction "
+        f"{info.get('reconstruct', 'off')} (search candidates and uniform pruning alike); {info['date']}.",
         "",
         "Latency is relative to the original: each model timed in turns with the original (A B A B ...). Fidelity is the mean "
         "per-sample cosine similarity of the outputs to the original's on held-out inputs (not those the search "
@@ -275,11 +306,22 @@ def render(results: list[dict], command: str, info: dict, section: str = "search
             f"{_f(r['uniform_cosine_at_equal_latency'], '.4f')} | {_eqfid(r)} | "
             f"{r['searched_macs_share']:.3f}x | {_f(r['prediction_error_max'], '.1%')} | {r['search_seconds']:.0f} s"
             f"{' (budget stop)' if r['stopped_early'] else ''} | {'yes' if r['met'] else 'no'} |")
+    labelled = [r for r in results if "error" not in r and r.get("searched_accuracy") is not None]
+    if labelled:
+        lines += ["", "Accuracy on the labelled held-out split:", "",
+                  "| model | original | searched (latency) | uniform accuracy @ equal latency | uniform latency @ "
+                  "equal accuracy |", "|---|---|---|---|---|"]
+        for r in labelled:
+            lines.append(f"| {r['name']} | {r['original_accuracy']:.2%} | {r['searched_accuracy']:.2%} "
+                         f"({r['searched_share']:.3f}x) | {_f(r['uniform_accuracy_at_equal_latency'], '.2%')} | "
+                         f"{_f(r['uniform_share_at_equal_accuracy'], '.3f')}x |")
     lines += ["", "Uniform points (ratio: latency share, cosine; each timed in turns with the original):", ""]
     for r in results:
         if "error" in r:
             continue
-        pts = ", ".join(f"{k}: {v['share']:.3f}x / {v['cosine']:.4f}" for k, v in r["uniform"].items())
+        pts = ", ".join(f"{k}: {v['share']:.3f}x / {v['cosine']:.4f}"
+                        + (f" / acc {v['accuracy']:.2%}" if v.get("accuracy") is not None else "")
+                        for k, v in r["uniform"].items())
         lines.append(f"- **{r['name']}** — {pts}; plot `docs/figures/search-{r['name']}.png`")
     lines += ["", "Latency-model check (predicted vs measured latency share of the checked candidates):", ""]
     for r in results:
@@ -304,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["resnet_bottleneck", "mobilenet_v2", "tv_mobilenet_v2", "resnet50"])
+    p.add_argument("--models", nargs="+", default=["digits_cnn", "tv_mobilenet_v2", "resnet50"],
+                   help="zoo or torchvision names, or a trained model's stem from models/trained")
     p.add_argument("--target", default="0.6x")
     p.add_argument("--strategy", default="greedy", choices=("greedy", "evolution"))
     p.add_argument("--budget-minutes", type=float, default=4.0)
@@ -312,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib-samples", type=int, default=8)
+    p.add_argument("--criterion", default="l1", help="channel ranking of the search and of uniform pruning")
+    p.add_argument("--reconstruct", choices=("off", "bias", "refit"), default="off",
+                   help="reconstruction in the search's candidates and in uniform pruning")
+    p.add_argument("--batch", type=int, default=1, help="batch size of every latency measurement")
     p.add_argument("--holdout", type=int, default=32)
     p.add_argument("--sensitivity-ratios", type=float, nargs="+", default=[0.375, 0.75])
     p.add_argument("--repeat", type=int, default=50, help="timed runs per model in the search's measurements")
@@ -322,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    names = list(args.models) + [q.stem for q in sorted((REPO_ROOT / "models" / "trained").glob("*.onnx"))
-                                 if q.stem not in args.models]
+    names = list(args.models)
     entries = prepare_models(names, workdir)
     results = []
     for name in names:
@@ -335,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {results[-1]['error']}", flush=True)
         (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     info = {"machine": f"{platform.processor() or platform.machine()}, 2 cores (shared)", "ort": ort.__version__,
-            "threads": args.threads, "date": dt.date.today().isoformat()}
+            "threads": args.threads, "date": dt.date.today().isoformat(), "batch": args.batch,
+            "criterion": args.criterion, "reconstruct": args.reconstruct}
     command = "PYTHONPATH=. python tools/bench_search.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     section = render(results, command, info, args.section)
     print(section)
