@@ -5,9 +5,11 @@ thousands of per-group channel configurations, and timing each as a whole model 
 and dozens of runs. Layers, on the other hand, repeat (a ResNet-50 has about twenty distinct Conv
 shapes), and a layer's time depends only on its own input and output widths. So, as NetAdapt
 does, every distinct Conv/Gemm/MatMul layer (same op, attributes, input and weight shapes) is
-cut out as a one-node model and timed on the target provider at a grid of kept fractions of each
-of its channel axes (``1, 3/4, 1/2, 1/4`` of the inputs × the same of the outputs, counts
-rounded to ``round_to``); a width in between is read by bilinear interpolation. Layers that
+cut out as a one-node model and timed on the target provider at the kept counts the caller's
+candidate configurations give each channel axis (the search passes one per ratio level, so
+every prediction it asks for is a lookup: kernels are not monotone in width), or else at a grid
+of kept fractions (``1, 3/4, 1/2, 1/4`` of the inputs × the same of the outputs, counts rounded
+to ``round_to``); a width in between is read by bilinear interpolation. Layers that
 cannot be cut out (transposed convolutions, activation × activation products) are timed at full
 width and scaled by their MACs.
 

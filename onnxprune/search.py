@@ -3,8 +3,9 @@
 The pipeline (each stage reports progress and respects the time budget):
 
 1. **Latency model** (:mod:`onnxprune.latency_model`): per-layer lookup tables timed on the
-   target execution provider, and a remainder fitted to whole models timed in turns (original,
-   uniform prunings, seeded random configurations).
+   target execution provider at exactly the channel counts the search's levels give each layer,
+   and a remainder fitted to whole models timed in turns (original, uniform prunings, seeded
+   random configurations), optionally at a serving batch size (``batch``).
 2. **Sensitivity** (:mod:`onnxprune.sensitivity`): the fidelity loss of pruning each group alone
    at a few ratios, evaluated in parallel and cached on disk.
 3. **Search** over per-group levels, subject to ``latency <= target`` (predicted), and
@@ -21,9 +22,17 @@ The pipeline (each stage reports progress and respects the time budget):
 4. **Choice and check**: the three best really evaluated feasible candidates and a few Pareto
    candidates are timed end to end, each in turns with the original; the latency model's
    prediction error on them is reported, and of the three the most faithful one whose measured
-   latency share is within 3 % of the target is pruned with :func:`onnxprune.api.prune`
-   (checker + onnxruntime validation) and written atomically. (A model-based search drifts toward
-   candidates whose latency its model underestimates; the measurement catches them.)
+   latency share is within 3 % of the target is chosen. When none is, or when the choice runs
+   more than 10 % under the target, the latency model is refit with every measurement so far,
+   the predicted target is moved by the error left at the choice, and the search runs again (at
+   most twice); the most faithful choice measured within the target is pruned with
+   :func:`onnxprune.api.prune` (checker + onnxruntime validation) and written atomically. (A
+   model-based search drifts toward candidates whose latency its model gets wrong; the
+   measurement catches them.)
+
+Candidates are pruned as ``onnxprune prune`` would prune them: channels ranked by
+``criterion`` (activation-aware ones from the calibration data) and, with ``reconstruct``, the
+layers that lose inputs refit (or bias-compensated) from statistics gathered once.
 
 Fidelity evaluations run in a process pool (``concurrent.futures.ProcessPoolExecutor``) or on a
 Ray cluster (``executor="ray"``, ``pip install 'onnxprune[search-ray]'``); timing always runs
@@ -231,6 +240,7 @@ class SearchResult:
                              "predicted_ratio": c.predicted_ratio, "measured_ratio": c.measured_ratio,
                              "error": c.prediction_error} for c in errs],
                 "max": max((c.prediction_error or 0.0 for c in errs), default=None),
+                "chosen": self.best.prediction_error,
             },
             "pareto_latency": [c.as_dict(self.space) for c in self.pareto("predicted_ms")],
             "pareto_macs": [c.as_dict(self.space) for c in self.pareto("macs")],

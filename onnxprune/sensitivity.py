@@ -50,10 +50,10 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import UsageError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
-from .reconstruct import consumer_cuts
-from .reconstruct import reconstruct as reconstruct_model
 from .io import save_text
 from .plan import Plan, _summarize
+from .reconstruct import consumer_cuts
+from .reconstruct import reconstruct as reconstruct_model
 from .verify import make_feeds, session
 
 __all__ = [
