@@ -25,7 +25,8 @@ each model:
 
 Results go to ``--out-md`` (the section between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``,
 ``--section NAME``, default ``search``),
-plots to ``docs/figures/search-<model>.png`` and raw numbers to ``--workdir``.
+plots to ``docs/figures/search-<model>.png`` (``search-<model>-<strategy>.png`` for a strategy
+other than greedy) and raw numbers to ``--workdir``.
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
         "stopped_early": res.stopped_early, "met": res.met, "groups": res.group_rows,
         "calibration": res.calibration, "sensitivity_from_cache": res.sensitivity["from_cache"],
     }
-    draw(out, res, REPO_ROOT / "docs" / "figures" / f"search-{name}.png")
+    out["figure"] = f"docs/figures/search-{name}{'' if args.strategy == 'greedy' else '-' + args.strategy}.png"
+    draw(out, res, REPO_ROOT / out["figure"])
     print(f"  {_stamp(t0)} {name}: searched {share_s:.3f}x latency, cosine {f_s.cosine:.4f}; uniform at that "
           f"latency {_f(u_cos_at_lat, '.4f')}; uniform latency at equal fidelity {_f(u_lat_at_fid, '.3f')}x; "
           f"prediction error max {_f(pe['max'], '.1%')}", flush=True)
@@ -324,7 +326,8 @@ def render(results: list[dict], command: str, info: dict, section: str = "search
         pts = ", ".join(f"{k}: {v['share']:.3f}x / {v['cosine']:.4f}"
                         + (f" / acc {v['accuracy']:.2%}" if v.get("accuracy") is not None else "")
                         for k, v in r["uniform"].items())
-        lines.append(f"- **{r['name']}** — {pts}; plot `docs/figures/search-{r['name']}.png`")
+        fig = r.get("figure") or f"docs/figures/search-{r['name']}.png"
+        lines.append(f"- **{r['name']}** — {pts}; plot `{fig}`")
     lines += ["", "Latency-model check (predicted vs measured latency share of the checked candidates):", ""]
     for r in results:
         if "error" in r:
