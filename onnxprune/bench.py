@@ -37,6 +37,7 @@ __all__ = [
     "Runner",
     "benchmark",
     "interleaved_latency",
+    "interleave",
     "resolve_eps",
     "batch_feeds",
     "short_ep",
@@ -229,10 +230,8 @@ class Runner:
         t = float(np.median([self.run() for _ in range(5)]))
         return int(min(cap, max(1, math.ceil(min_ms / max(t, 1e-4)))))
 
-    def run_block(self, n: int) -> float:
-        """``n`` inferences back to back; returns the mean wall time of one in milliseconds."""
-        if n <= 1:
-            return self.run()
+    def _infer(self, n: int) -> float:
+        """``n`` inferences back to back (outputs synchronized at the end); total milliseconds."""
         t0 = time.perf_counter()
         for _ in range(n):
             if self._binding is not None:
@@ -241,17 +240,15 @@ class Runner:
                 self.session.run(None, self.feeds)
         if self._binding is not None:
             self._binding.synchronize_outputs()
-        return (time.perf_counter() - t0) * 1e3 / n
+        return (time.perf_counter() - t0) * 1e3
+
+    def run_block(self, n: int) -> float:
+        """``n`` inferences back to back; returns the mean wall time of one in milliseconds."""
+        return self.run() if n <= 1 else self._infer(n) / n
 
     def run(self) -> float:
         """One inference; returns its wall time in milliseconds."""
-        t0 = time.perf_counter()
-        if self._binding is not None:
-            self.session.run_with_iobinding(self._binding)
-            self._binding.synchronize_outputs()
-        else:
-            self.session.run(None, self.feeds)
-        return (time.perf_counter() - t0) * 1e3
+        return self._infer(1)
 
 
 @dataclass
@@ -395,6 +392,15 @@ def interleaved_latency(
     would otherwise compete for the cores with the one being timed.
     """
     runners = [Runner(m, feeds, provider, threads, warmup) for m in models]
+    return LatencyResult(interleave(runners, repeat, min_turn_ms, progress), runners)
+
+
+def interleave(runners: Sequence[Runner], repeat: int, min_turn_ms: float = 0.0,
+               progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    """``repeat`` turns over ``runners`` in rotating order; one array of samples (ms) per runner.
+
+    See :func:`interleaved_latency` for the rotation and ``min_turn_ms``.
+    """
     blocks = [r.block_size(min_turn_ms) for r in runners]
     samples = [np.zeros(repeat) for _ in runners]
     n = len(runners)
@@ -406,4 +412,4 @@ def interleaved_latency(
             samples[i][r] = runners[i].run_block(blocks[i])
         if progress is not None:
             progress(r + 1, repeat)
-    return LatencyResult(samples, runners)
+    return samples

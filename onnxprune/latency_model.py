@@ -44,7 +44,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
-from .bench import Runner
+from .bench import Runner, interleave
 from .depgraph import DepGraph
 from .graph import Model, const_value
 from .profile import node_macs
@@ -340,14 +340,7 @@ class LatencyModel:
                      warmup: int) -> list[float]:
         runners = [Runner(m, f, self.provider, self.threads, warmup) for m, f in models]
         # layers of microseconds are run back to back within a turn (see interleaved_latency)
-        blocks = [r.block_size(MIN_TURN_MS) for r in runners]
-        n = len(runners)
-        samples = np.zeros((n, repeat))
-        for r in range(repeat):
-            for k in range(n):  # rotating order, as in interleaved_latency
-                i = (r + k) % n
-                samples[i, r] = runners[i].run_block(blocks[i])
-        return [float(x) for x in np.median(samples, axis=1)]
+        return [float(np.median(x)) for x in interleave(runners, repeat, MIN_TURN_MS)]
 
     def _axis_counts(self, spec: LayerSpec, configs: Sequence[np.ndarray] | None) -> list[list[int]]:
         """Per channel axis of ``spec``: the kept counts to time (candidate counts, else the grid)."""

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .depgraph import DepGraph
+from .depgraph import DepGraph, Group
 from .errors import PlanError
 from .importance import channel_importance, normalized_importance
 
-__all__ = ["Plan", "GroupPlan", "uniform_plan", "global_plan", "plan_from_channels"]
+__all__ = ["Plan", "GroupPlan", "uniform_plan", "global_plan", "group_removal", "plan_from_channels"]
 
 
 @dataclass
@@ -71,20 +71,31 @@ def uniform_plan(
     score = channel_importance(dg, criterion, seed) if importance is None else importance
     removed = np.zeros(dg.n_channels, dtype=bool)
     for g in dg.groups:
-        if g.is_barrier:
-            continue
-        for s in np.unique(g.strata):
-            idx = np.flatnonzero(g.strata == s)
-            n = len(idx)
-            keep = max(min_channels, n - math.floor(n * ratio + 0.5 + 1e-9))
-            keep = min(n, math.ceil(keep / round_to) * round_to)
-            chans = g.channels[idx[g.prunable[idx]]]
-            n_remove = min(n - keep, len(chans))
-            if n_remove <= 0:
-                continue
-            order = np.lexsort((chans, score[chans]))
-            removed[chans[order[:n_remove]]] = True
+        if not g.is_barrier:
+            removed[group_removal(g, ratio, score, round_to, min_channels)] = True
     return Plan(removed, _summarize(dg, removed))
+
+
+def group_removal(g: Group, ratio: float, score: np.ndarray, round_to: int = 1,
+                  min_channels: int = 1) -> np.ndarray:
+    """The channels of ``g`` that ``ratio`` removes: per stratum, the least important ones.
+
+    Each stratum of ``n`` channels loses ``round(n·ratio)`` (halves up), keeps at least
+    ``min_channels`` and a kept count rounded up to a multiple of ``round_to``; ties in
+    ``score`` go to the lower channel id. Returns sorted channel ids.
+    """
+    out = []
+    for s in np.unique(g.strata):
+        idx = np.flatnonzero(g.strata == s)
+        n = len(idx)
+        keep = max(min_channels, n - math.floor(n * ratio + 0.5 + 1e-9))
+        keep = min(n, math.ceil(keep / round_to) * round_to)
+        chans = g.channels[idx[g.prunable[idx]]]
+        n_remove = min(n - keep, len(chans))
+        if n_remove > 0:
+            order = np.lexsort((chans, score[chans]))
+            out.append(chans[order[:n_remove]])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
 def _check_options(ratio: float, round_to: int, min_channels: int) -> None:

@@ -58,6 +58,7 @@ import onnx
 
 from .api import prune
 from .bench import interleaved_latency, resolve_eps
+from .calibration import model_inputs
 from .depgraph import build_depgraph
 from .errors import PlanError, UsageError
 from .graph import load
@@ -272,14 +273,9 @@ def _with_batch(proto: onnx.ModelProto, shapes: dict[str, list[int]] | None,
     if batch is None:
         return shapes
     out = dict(shapes or {})
-    inits = {t.name for t in proto.graph.initializer}
-    for vi in proto.graph.input:
-        if vi.name in inits or vi.name in out or not vi.type.HasField("tensor_type"):
-            continue
-        dims = list(vi.type.tensor_type.shape.dim)
-        if not dims or dims[0].HasField("dim_value"):
-            continue
-        out[vi.name] = [batch] + [d.dim_value if d.HasField("dim_value") else 1 for d in dims[1:]]
+    for inp in model_inputs(proto):
+        if inp.name not in out and inp.shape and inp.shape[0] is None:
+            out[inp.name] = [batch] + [d or 1 for d in inp.shape[1:]]
     return out or None
 
 
@@ -408,8 +404,7 @@ class _Search:
     # ------------------------------------------------------------------ stages
     def prepare(self) -> None:
         o = self.opts
-        names = [i.name for i in self.proto.graph.input
-                 if i.name not in {t.name for t in self.proto.graph.initializer}]
+        names = [i.name for i in model_inputs(self.proto)]
         if o.calib and o.calib != "random":
             self.calib = load_calibration(o.calib, names, o.calib_samples, o.labels)
         else:

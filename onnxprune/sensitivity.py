@@ -51,7 +51,7 @@ from .errors import UsageError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import save_text
-from .plan import Plan, _summarize
+from .plan import Plan, _summarize, group_removal
 from .reconstruct import consumer_cuts
 from .reconstruct import reconstruct as reconstruct_model
 from .verify import make_feeds, session
@@ -194,25 +194,11 @@ class SearchSpace:
         for g in sorted(dg.groups, key=lambda g: min(g.spaces, default=("", 0))):
             if g.is_barrier:
                 continue
-            per_level = [self._remove(g, r, score) for r in self.levels]
+            per_level = [group_removal(g, r, score, round_to, min_channels) for r in self.levels]
             if not any(len(x) for x in per_level):
                 continue  # rounding keeps every channel at every level
             self.groups.append(g.id)
             self.removal.append(per_level)
-
-    def _remove(self, g: Any, ratio: float, score: np.ndarray) -> np.ndarray:
-        out = []
-        for s in np.unique(g.strata):
-            idx = np.flatnonzero(g.strata == s)
-            n = len(idx)
-            keep = max(self.min_channels, n - math.floor(n * ratio + 0.5 + 1e-9))
-            keep = min(n, math.ceil(keep / self.round_to) * self.round_to)
-            chans = g.channels[idx[g.prunable[idx]]]
-            n_remove = min(n - keep, len(chans))
-            if n_remove > 0:
-                order = np.lexsort((chans, score[chans]))
-                out.append(chans[order[:n_remove]])
-        return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
     @property
     def n_groups(self) -> int:

@@ -74,8 +74,7 @@ def test_reconstructing_evaluator_restores_a_dependent_unit():
 
 
 def test_activation_criterion_uses_calibration_statistics():
-    # an input channel that is always zero: wanda scores the hidden units by |W| x ||x||, so the
-    # ranking differs from l1 once the input is skewed
+    # wanda ranks by |W| x ||x|| on the calibration inputs: the evaluator gathers those statistics
     ev = _evaluator(False, criterion="wanda")
     assert ev.stats is not None and ev.stats.channels
     assert ev.space.n_groups == 1
