@@ -31,7 +31,7 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import ApplyError, PlanError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
-from .io import save_proto
+from .io import load_proto, save_proto
 from .plan import Plan, global_plan, uniform_plan
 from .profile import LINEAR_OPS, Profile, profile
 from .reconstruct import RefitReport, consumer_cuts, correct
@@ -137,6 +137,15 @@ class PruneResult:
         return save_proto(self.proto, path, protect=keep)
 
 
+def _reference(source: Source, model: Model) -> str | onnx.ModelProto | None:
+    """What a pruned model is checked against: the file or proto it came from."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, onnx.ModelProto):
+        return source
+    return model.original if model.original is not None else model.source
+
+
 def prune(
     source: Source,
     ratio: float = 0.5,
@@ -206,6 +215,8 @@ def prune(
     else:
         model = load(source, input_shapes)
         dg = build_depgraph(model, ignore, prune_hidden)
+    if model.feeds is not None:
+        model.feeds.require()  # the result is proven on a feed the original runs, or not at all
     before = profile(model)
     # Output shapes as analysed (symbolic input dims fixed); the pruned model must reproduce them
     # on inputs of exactly those sizes.
@@ -223,7 +234,7 @@ def prune(
     original = model.to_proto() if use_calib else None
     if use_calib:
         calib = load_calibration(calibration, original, calib_samples, batch_size, seed, image_spec,
-                                 input_shapes)
+                                 input_shapes, plan=model.feeds)
     if needs_stats and not given:
         # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
         # model instead of two); layers the plan leaves whole just drop theirs.
@@ -258,6 +269,11 @@ def prune(
                                         seed=seed, progress=progress)
             correct(model, cuts, cross, ridge)
     del original
+    reference = _reference(source, model)
+    if plan.n_removed == 0 and not reports and isinstance(source, (str, os.PathLike, onnx.ModelProto)):
+        # Nothing changed: write the model exactly as it was given, never a re-export of it.
+        proto = load_proto(source) if not isinstance(source, onnx.ModelProto) else source
+        return PruneResult(model, proto, plan, before, before, dg, reports, 0)
     proto = model.to_proto()
     fixed = _analysis_shapes(model)
     # An input the exporter left without a shape is checked at the size the analysis used; the
@@ -267,8 +283,9 @@ def prune(
     for vi in unshaped:
         for d in fixed[vi.name]:
             vi.type.tensor_type.shape.dim.add().dim_value = d
+    feeds = model.feeds.with_shapes(fixed).make(seed=0) if model.feeds is not None else None
     try:
-        outs = validate(proto, input_shapes=fixed)
+        outs = validate(proto, feeds=feeds, input_shapes=fixed, reference=reference)
     finally:
         for vi in unshaped:
             vi.type.tensor_type.ClearField("shape")

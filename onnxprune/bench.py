@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from .errors import OnnxPruneError, UsageError
+from .feeds import plan_feeds
+from .io import load_proto_deferred
 from .verify import ModelLike, make_feeds, session
 
 __all__ = [
@@ -300,12 +303,27 @@ def batch_feeds(
     input_shapes: dict[str, list[int]] | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs with ``batch`` on the first axis of every input whose first axis is symbolic.
+    """Seeded inputs that fit the model, with ``batch`` on every free batch axis.
 
-    Raises :class:`UsageError` when no input has a symbolic first axis and ``batch`` differs
-    from the fixed one.
+    A path or proto gets a proven :class:`~onnxprune.feeds.FeedPlan` (token ids inside their
+    table, masks of ones, sizes the model runs at); a bare session gets generic inputs.
+
+    Raises :class:`UsageError` when the model has no free batch axis and ``batch`` differs
+    from its fixed one, or when no generated input runs the model.
     """
-    sess = model if isinstance(model, ort.InferenceSession) else session(model)
+    if not isinstance(model, ort.InferenceSession):
+        if isinstance(model, bytes):
+            model = onnx.load_from_string(model)
+        plan = plan_feeds(model if isinstance(model, onnx.ModelProto) else load_proto_deferred(model)[0],
+                          input_shapes, runnable=model).require()
+        if not plan.batch_free and batch != plan.batch_size:
+            first = plan.specs[0] if plan.specs else None
+            raise UsageError(
+                f"input '{first.name if first else '?'}' has a fixed batch size of {plan.batch_size}; batch "
+                f"{batch} needs a model exported with a dynamic first axis"
+            )
+        return plan.make(seed, batch if plan.batch_free else None)
+    sess = model
     inputs = sess.get_inputs()
     shapes: dict[str, list[int]] = {}
     dynamic = 0

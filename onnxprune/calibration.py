@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import UsageError
+from .feeds import FeedPlan, plan_feeds
 from .graph import Model, const_value
 
 __all__ = [
@@ -143,13 +144,17 @@ def _as_batch(arr: np.ndarray, inp: InputInfo, where: str) -> np.ndarray:
     return arr
 
 
-def _array_feed(path: Path, inputs: list[InputInfo]) -> dict[str, np.ndarray]:
+def _array_feed(path: Path, inputs: list[InputInfo], optional: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Arrays of one file by input name; ``optional`` inputs (masks, states, scalars) may be absent."""
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise UsageError(f"{path}: cannot read as .npy/.npz ({exc})") from exc
     names = [i.name for i in inputs]
+    required = [i for i in inputs if i.name not in optional]
     if isinstance(data, np.ndarray):
+        if len(required) == 1 and len(inputs) > 1:
+            return {required[0].name: _as_batch(data, required[0], str(path))}
         if len(inputs) != 1:
             raise UsageError(f"{path}: a .npy feeds one input, but the model has {len(inputs)} "
                              f"({', '.join(names)}); use .npz with one key per input")
@@ -158,10 +163,12 @@ def _array_feed(path: Path, inputs: list[InputInfo]) -> dict[str, np.ndarray]:
         keys = [k for k in data.files if k != "labels"]
         if len(inputs) == 1 and len(keys) == 1:
             return {inputs[0].name: _as_batch(data[keys[0]], inputs[0], f"{path}[{keys[0]}]")}
-        missing = [n for n in names if n not in keys]
+        if len(required) == 1 and len(keys) == 1 and keys[0] not in names:
+            return {required[0].name: _as_batch(data[keys[0]], required[0], f"{path}[{keys[0]}]")}
+        missing = [n for n in names if n not in keys and n not in optional]
         if missing:
             raise UsageError(f"{path}: no array for input(s) {', '.join(missing)} (keys: {', '.join(keys)})")
-        return {i.name: _as_batch(data[i.name], i, f"{path}[{i.name}]") for i in inputs}
+        return {i.name: _as_batch(data[i.name], i, f"{path}[{i.name}]") for i in inputs if i.name in keys}
 
 
 def _image_feed(path: Path, inputs: list[InputInfo], spec: ImageSpec) -> dict[str, np.ndarray]:
@@ -199,29 +206,12 @@ def _image_feed(path: Path, inputs: list[InputInfo], spec: ImageSpec) -> dict[st
     return {inp.name: np.ascontiguousarray(x[None]).astype(inp.dtype)}
 
 
-def _random_feeds(inputs: list[InputInfo], n: int, seed: int,
-                  input_shapes: dict[str, list[int]] | None) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for inp in inputs:
-        if input_shapes and inp.name in input_shapes:
-            shape = [n] + list(input_shapes[inp.name])[1:]
-        else:
-            shape = [n] + [d if d is not None else 1 for d in inp.shape[1:]]
-        if inp.dtype.kind == "f":
-            out[inp.name] = rng.standard_normal(shape).astype(inp.dtype)
-        elif inp.dtype.kind == "b":
-            out[inp.name] = rng.random(shape) < 0.5
-        else:
-            out[inp.name] = rng.integers(0, 4, size=shape).astype(inp.dtype)
-    return out
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _feeds_from_path(path: Path, inputs: list[InputInfo], spec: ImageSpec | None) -> Iterator[dict[str, np.ndarray]]:
+def _feeds_from_path(path: Path, inputs: list[InputInfo], spec: ImageSpec | None,
+                     optional: frozenset[str] = frozenset()) -> Iterator[dict[str, np.ndarray]]:
     if not path.exists():
         raise UsageError(f"calibration data '{path}' does not exist (give a folder, a .npz/.npy file, or 'random')")
     files = [path] if path.is_file() else _files(path)
@@ -232,50 +222,109 @@ def _feeds_from_path(path: Path, inputs: list[InputInfo], spec: ImageSpec | None
     if arrays and images:
         raise UsageError(f"calibration data '{path}' mixes arrays and images; keep one kind per folder")
     for p in arrays:
-        yield _array_feed(p, inputs)
+        yield _array_feed(p, inputs, optional)
+    image_inputs = [i for i in inputs if i.name not in optional] if len(inputs) > 1 else inputs
     for p in images:
-        yield _image_feed(p, inputs, spec or ImageSpec())
+        yield _image_feed(p, image_inputs, spec or ImageSpec())
 
 
-def _rebatch(feeds: Iterable[dict[str, np.ndarray]], n_samples: int, batch_size: int) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Concatenates feeds along the batch axis and cuts ``n_samples`` into batches.
+def _rebatch(feeds: Iterable[dict[str, np.ndarray]], n_samples: int, batch_size: int,
+             stacked: dict[str, int] | None = None) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Concatenates feeds along their batch axes and cuts ``n_samples`` into batches.
 
-    Feeds whose non-batch shapes differ (sequences of several lengths) stay separate batches.
+    ``stacked`` maps the inputs that carry samples to their batch axis (default: every input,
+    axis 0); the others (states, scalars) are shared by a batch and taken from its first feed.
+    Feeds whose other shapes differ (sequences of several lengths) stay separate batches.
     """
     pending: list[dict[str, np.ndarray]] = []
     batches: list[dict[str, np.ndarray]] = []
     total = 0
 
+    def axis(k: str) -> int | None:
+        return 0 if stacked is None else stacked.get(k)
+
+    def cut(v: np.ndarray, k: str, lo: int, hi: int | None) -> np.ndarray:
+        a = axis(k)
+        if a is None or v.ndim <= a:
+            return v
+        index = [slice(None)] * v.ndim
+        index[a] = slice(lo, hi)
+        return v[tuple(index)]
+
+    def count(f: dict[str, np.ndarray]) -> int:
+        for k, v in f.items():
+            a = axis(k)
+            if a is not None and v.ndim > a:
+                return int(v.shape[a])
+        return 1
+
     def flush(final: bool) -> None:
         if not pending:
             return
-        names = list(pending[0])
-        cat = {k: np.concatenate([f[k] for f in pending]) for k in names}
-        n = len(next(iter(cat.values())))
+        cat = {}
+        for k in pending[0]:
+            a = axis(k)
+            cat[k] = np.concatenate([f[k] for f in pending], axis=a) if a is not None and pending[0][k].ndim > a \
+                else pending[0][k]
+        n = count(cat)
         full = n if final else n - n % batch_size
         for i in range(0, full, batch_size):
-            batches.append({k: v[i : min(i + batch_size, full)] for k, v in cat.items()})
+            batches.append({k: cut(v, k, i, min(i + batch_size, full)) for k, v in cat.items()})
         pending.clear()
         if full < n:
-            pending.append({k: v[full:] for k, v in cat.items()})
+            pending.append({k: cut(v, k, full, None) for k, v in cat.items()})
 
     def sig(f: dict[str, np.ndarray]) -> tuple:
-        return tuple((k, v.shape[1:]) for k, v in f.items())
+        out = []
+        for k, v in f.items():
+            a = axis(k)
+            out.append((k, v.shape[:a] + v.shape[a + 1:]) if a is not None else (k, v.shape, v.tobytes()))
+        return tuple(out)
 
     for feed in feeds:
-        n = len(next(iter(feed.values())))
+        n = count(feed)
         take = min(n, n_samples - total)
         if take <= 0:
             break
-        feed = {k: v[:take] for k, v in feed.items()}
+        feed = {k: cut(v, k, 0, take) for k, v in feed.items()}
         if pending and sig(pending[0]) != sig(feed):
             flush(final=True)
         pending.append(feed)
         total += take
-        if sum(len(next(iter(f.values()))) for f in pending) >= batch_size:
+        if sum(count(f) for f in pending) >= batch_size:
             flush(final=False)
     flush(final=True)
     return batches, total
+
+
+def _complete(feed: dict[str, np.ndarray], plan: FeedPlan, k: int) -> dict[str, np.ndarray]:
+    """Adds the inputs a feed lacks (masks, states, scalars) as the plan makes them, sized to match.
+
+    A symbolic dimension takes the size the given arrays have for the same dimension name;
+    the batch axis takes the feed's batch.
+    """
+    missing = [s for s in plan.specs if s.name not in feed]
+    if not missing:
+        return feed
+    sizes: dict[str, int] = {}
+    batch = None
+    for s in plan.specs:
+        arr = feed.get(s.name)
+        if arr is None:
+            continue
+        for a, d in enumerate(s.dims):
+            if isinstance(d, str) and a < arr.ndim:
+                sizes.setdefault(d, int(arr.shape[a]))
+        if s.batch_axis is not None and s.batch_axis < arr.ndim:
+            batch = batch or int(arr.shape[s.batch_axis])
+    out = dict(feed)
+    rng = np.random.default_rng(k)
+    for s in missing:
+        shape = [sizes.get(d, s.shape[a]) if isinstance(d, str) else s.shape[a] for a, d in enumerate(s.dims)]
+        if s.batch_axis is not None and batch is not None:
+            shape[s.batch_axis] = batch
+        out[s.name] = replace(s, shape=shape).array(rng, None)
+    return out
 
 
 def load_calibration(
@@ -286,6 +335,7 @@ def load_calibration(
     seed: int = 0,
     image_spec: ImageSpec | None = None,
     input_shapes: dict[str, list[int]] | None = None,
+    plan: FeedPlan | None = None,
 ) -> Calibration:
     """Reads up to ``n_samples`` calibration samples for ``model`` into batches.
 
@@ -298,6 +348,9 @@ def load_calibration(
         seed: for ``"random"``.
         image_spec: preprocessing for image folders.
         input_shapes: sizes of symbolic input dims for ``"random"`` data.
+        plan: the model's :class:`~onnxprune.feeds.FeedPlan` (made here if not given): random
+            data follows it, and it fills inputs that data files leave out (masks, states,
+            scalars such as a sample rate).
     """
     if isinstance(source, Calibration):
         return source
@@ -305,13 +358,26 @@ def load_calibration(
         raise UsageError(f"calibration needs n_samples >= 1 and batch_size >= 1 (got {n_samples}, {batch_size})")
     proto = model.to_proto() if isinstance(model, Model) else model
     inputs = model_inputs(proto)
+    if plan is None:
+        plan = model.feeds if isinstance(model, Model) and model.feeds is not None else plan_feeds(proto, input_shapes)
+    if input_shapes:
+        plan = plan.with_shapes(input_shapes)
+    optional = frozenset(s.name for s in plan.specs if s.role in ("mask", "state", "scalar"))
+    if plan.batch_free:
+        stacked = {s.name: s.batch_axis for s in plan.specs if s.batch_axis is not None}
+    else:  # a fixed batch: one sample (one batch of the fixed size) per run
+        stacked = {s.name: 0 for s in plan.specs
+                   if s.role in ("data", "index", "mask") and len(s.dims) >= 2 and isinstance(s.dims[0], int)}
+        batch_size = next((int(s.dims[0]) for s in plan.specs if s.name in stacked), 1)  # type: ignore[arg-type]
     if isinstance(source, str) and source == "random":
+        plan.require()
         log.warning("calibrating on random data: statistics exercise the graph but say nothing "
                     "about accuracy on real inputs")
-        feeds: Iterable[dict[str, np.ndarray]] = [_random_feeds(inputs, n_samples, seed, input_shapes)]
-        kind = "random"
-    elif isinstance(source, (str, Path)):
-        feeds = _feeds_from_path(Path(source), inputs, image_spec)
+        batches = list(plan.samples(n_samples, batch_size, seed))
+        log.info("calibration: %d samples in %d batches (random)", n_samples, len(batches))
+        return Calibration(batches, n_samples, "random")
+    if isinstance(source, (str, Path)):
+        feeds: Iterable[dict[str, np.ndarray]] = _feeds_from_path(Path(source), inputs, image_spec, optional)
         kind = "data"
     else:
         names = {i.name for i in inputs}
@@ -319,13 +385,14 @@ def load_calibration(
 
         def check(it: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
             for k, feed in enumerate(it):
-                if set(feed) != names:
+                if not set(feed) <= names or not names - set(feed) <= optional:
                     raise UsageError(f"calibration feed {k} has keys {sorted(feed)}, the model needs {sorted(names)}")
                 yield {n: _as_batch(np.asarray(v), by_name[n], f"calibration feed {k}") for n, v in feed.items()}
 
         feeds = check(source)
         kind = "data"
-    batches, total = _rebatch(feeds, n_samples, batch_size)
+    feeds = (_complete(f, plan, k) for k, f in enumerate(feeds))
+    batches, total = _rebatch(feeds, n_samples, batch_size, stacked)
     if total == 0:
         raise UsageError("calibration data holds no samples")
     log.info("calibration: %d samples in %d batches (%s)", total, len(batches), kind)

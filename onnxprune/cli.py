@@ -38,6 +38,7 @@ from .calibration import ImageSpec, load_calibration
 from .comparison import compare_models, file_size
 from .errors import OnnxPruneError, UsageError
 from .evaluate import evaluate, load_labels
+from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import load_proto, parse_input_shapes
@@ -543,7 +544,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     if args.check:
         with console.status("comparing outputs…", spinner="dots") if not args.json else _null():
             sess = session(args.model)
-            feeds = make_feeds(sess, _input_shapes(args) or None, seed=0, batch=2 if _batch_symbolic(sess) else 1)
+            plan = res.model.feeds or plan_feeds(load_proto(args.model), _input_shapes(args), runnable=args.model)
+            feeds = plan.require().make(seed=0, batch=2 if plan.batch_free else None)
             agreement = compare(sess, out, feeds)
         data["check"] = [{"output": a.name, "max_abs_diff": a.max_abs, "cosine": a.cosine} for a in agreement]
     if args.json:
@@ -571,10 +573,6 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     for a in agreement:
         console.print(f"check '{a.name}': largest |difference| {a.max_abs:.3g}, cosine similarity {a.cosine:.6f}")
     return 0
-
-
-def _batch_symbolic(sess: Any) -> bool:
-    return all(inp.shape and not isinstance(inp.shape[0], int) for inp in sess.get_inputs())
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from .bench import Runner, batch_feeds, interleaved_latency, short_ep
+from .feeds import plan_feeds
 from .graph import load
+from .io import load_proto_deferred
 from .profile import Profile, profile
 from .verify import session
 
@@ -179,15 +181,14 @@ def compare_models(
     """
     a, b = model_stats(original, input_shapes), model_stats(pruned, input_shapes)
     sa, sb = session(original), session(pruned)
-    try:
-        feeds = batch_feeds(sa, agreement_batch, input_shapes, seed=1)
-    except Exception:  # fixed batch: agreement on the batch the model takes
-        feeds = batch_feeds(sa, int(sa.get_inputs()[0].shape[0]), input_shapes, seed=1)
+    plan = plan_feeds(load_proto_deferred(original)[0], input_shapes, runnable=os.fspath(original)).require()
+    # agreement on agreement_batch samples where the batch is free, else on the batch the model takes
+    feeds = plan.make(seed=1, batch=agreement_batch if plan.batch_free else None)
     names = [o.name for o in sa.get_outputs()]
     oa, ob = sa.run(None, feeds), sb.run(None, feeds)
     outputs = [_output_stats(n, np.asarray(x), np.asarray(y)) for n, x, y in zip(names, oa, ob)
                if np.asarray(x).shape == np.asarray(y).shape and np.asarray(x).dtype.kind in "fc"]
-    lat_feeds = batch_feeds(sa, batch, input_shapes, seed=2)
+    lat_feeds = batch_feeds(original, batch, input_shapes, seed=2)
     del sa, sb
     lats: list[EpLatency] = []
     for provider in providers:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .feeds import FeedPlan, plan_feeds
 from .io import (
     ExternalRef,
     default_opset,
@@ -95,6 +96,16 @@ class Model:
     model_version: int = 0
     #: The model as given (before any pass), for passes that compare with it; not copied.
     original: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
+    #: Inputs that fit the model, proven on it when it was loaded (:mod:`onnxprune.feeds`);
+    #: their sizes are the sizes the analysis used.
+    feeds: FeedPlan | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def analysis_shapes(self) -> dict[str, list[int]]:
+        """Sizes of the graph inputs as analysed: the user's, else those the feed plan chose."""
+        out = self.feeds.shapes() if self.feeds is not None else {}
+        out.update(self.input_shapes)
+        return out
 
     # ----------------------------------------------------------------- queries
     def tensors(self) -> dict[str, gs.Tensor]:
@@ -137,7 +148,7 @@ class Model:
             if isinstance(t, gs.Variable) and t.name not in io_names:
                 t.shape = None
         proto = self.to_proto()
-        self.shapes = infer_static_shapes(proto, self.input_shapes)
+        self.shapes = infer_static_shapes(proto, self.analysis_shapes, feeds=self.feeds)
 
 
 def untie_uniform_constants(graph: gs.Graph) -> int:
@@ -245,7 +256,9 @@ def load(
     Args:
         source: ``.onnx`` path (external data is read from beside it) or a ``ModelProto``.
         input_shapes: fixed dimensions for symbolic graph inputs, ``{name: [1, 3, 224, 224]}``;
-            unspecified symbolic dimensions are taken as 1 for analysis.
+            other symbolic dimensions take sizes the model is proven to run at
+            (:func:`onnxprune.feeds.plan_feeds`: batch 1, image sides from the strides, token
+            and time lengths from a ladder).
         prepare: get the graph ready for channel analysis (static shapes measured, small
             constant subgraphs folded, uniform shared constants copied per user). ``False``
             keeps the graph exactly as stored, for passes that do their own rewriting; shapes
@@ -258,7 +271,11 @@ def load(
     else:
         proto, deferred = load_proto_deferred(source)
     input_shapes = dict(input_shapes or {})
-    shapes = infer_static_shapes(proto, input_shapes) if prepare else {}
+    feeds = None
+    if prepare:
+        runnable = proto if isinstance(source, onnx.ModelProto) else os.fspath(source)
+        feeds = plan_feeds(proto, input_shapes, runnable=runnable)
+    shapes = infer_static_shapes(proto, {**feeds.shapes(), **input_shapes}, feeds=feeds) if feeds else {}
     from onnx_graphsurgeon.logger import G_LOGGER
 
     severity = G_LOGGER.severity
@@ -283,6 +300,7 @@ def load(
         metadata=meta,
         doc_string=proto.doc_string,
         model_version=proto.model_version,
+        feeds=feeds,
     )
     del proto  # the weights now live only in the graph
     return model

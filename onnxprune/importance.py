@@ -153,8 +153,11 @@ def channel_importance(
     if criterion not in CRITERIA:
         raise PlanError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     if criterion in ACTIVATION_CRITERIA:
-        if stats is None or not stats.channels:
+        if stats is None:
             raise PlanError(f"criterion '{criterion}' needs calibration data (--calib DIR|random)")
+        if not stats.channels:  # calibrated, but no prunable group has a channel to measure
+            log.info("no calibrated channel statistics (no prunable group reads a measured tensor); scored by l1")
+            return _magnitude(dg, 1)
         return _activation(dg, criterion, stats)
     if criterion == "random":
         return np.random.default_rng(seed).random(dg.n_channels)

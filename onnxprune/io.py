@@ -127,7 +127,14 @@ def _dims_of(vi: onnx.ValueInfoProto) -> list[int]:
     return [int(d.dim_value) for d in t.tensor_type.shape.dim if d.HasField("dim_value")]
 
 
-def _check_dims(name: str, dims: list[int], where: str) -> None:
+def _check_dims(name: str, dims: list[int], where: str, symbolic_ok: bool = False) -> None:
+    """Refuses negative or huge dimensions; ``symbolic_ok``: -1 (and 0) mean "any size" there.
+
+    Exporters write -1 for a dynamic axis of a graph input or output; the checker and
+    onnxruntime accept it, so it is read as a symbolic dimension, not as corruption.
+    """
+    if symbolic_ok:
+        dims = [d for d in dims if d > 0]
     bad = [d for d in dims if d < 0 or d > MAX_DIM]
     n = 1
     for d in dims:
@@ -197,7 +204,7 @@ def check_structure(model: onnx.ModelProto, where: str = "model") -> None:
         claim(t.name, f"initializer '{t.name}'")
     inits = {t.name for t in g.initializer}
     for vi in g.input:
-        _check_dims(vi.name, _dims_of(vi), where)
+        _check_dims(vi.name, _dims_of(vi), where, symbolic_ok=True)
         if vi.name not in inits:  # old exporters list initializers as inputs too
             claim(vi.name, f"graph input '{vi.name}'")
     for k, node in enumerate(g.node):
@@ -516,7 +523,7 @@ def _skeleton(
                 if fixed is not None:
                     d.Clear()
                     d.dim_value = fixed[i]
-                elif not d.HasField("dim_value"):
+                elif not d.HasField("dim_value") or d.dim_value <= 0:
                     d.Clear()
                     d.dim_value = default_dim
         if inp.name not in known:
@@ -542,10 +549,13 @@ def infer_static_shapes(
     model: onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
     default_dim: int = 1,
+    feeds: Any = None,
 ) -> dict[str, tuple[int | None, ...]]:
     """Static shapes of every tensor, with symbolic input dimensions fixed.
 
-    Symbolic dimensions of graph inputs take the value from ``input_shapes`` or ``default_dim``.
+    Symbolic dimensions of graph inputs take the value from ``input_shapes`` or ``default_dim``;
+    shapes inference leaves unknown are measured in onnxruntime on ``feeds`` (a
+    :class:`~onnxprune.feeds.FeedPlan`; default: one made here).
     Returns ``{tensor name: shape}``; an unknown dimension is ``None``; tensors whose rank is
     unknown are absent.
     """
@@ -601,7 +611,7 @@ def infer_static_shapes(
         for vi in list(g.input) + list(g.value_info) + list(g.output)
         if vi.type.HasField("tensor_type")
     }
-    shapes.update(_runtime_shapes(model, shapes, types, input_shapes, default_dim))
+    shapes.update(_runtime_shapes(model, shapes, types, input_shapes, default_dim, feeds))
     return shapes
 
 
@@ -611,6 +621,7 @@ def _runtime_shapes(
     types: dict[str, int],
     input_shapes: dict[str, list[int]],
     default_dim: int,
+    feeds: Any = None,
 ) -> dict[str, tuple[int | None, ...]]:
     """Measures, in onnxruntime, the shapes that static inference left unknown.
 
@@ -627,7 +638,8 @@ def _runtime_shapes(
     ]
     if not missing or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         return {}
-    from .verify import make_feeds, session  # local: verify builds on this module
+    from .feeds import plan_feeds  # local: feeds and verify build on this module
+    from .verify import session
 
     existing = {o.name for o in g.output}
     added = [n for n in missing if n not in existing]
@@ -642,9 +654,10 @@ def _runtime_shapes(
             if k in {i.name for i in sess.get_inputs()}
         }
         fixed.update(input_shapes)
-        feeds = make_feeds(sess, fixed, seed=0, batch=default_dim)
+        plan = feeds if feeds is not None else plan_feeds(model, fixed, check=False)
+        plan = plan.with_shapes(fixed)
         names = [o.name for o in sess.get_outputs()]
-        values = sess.run(None, feeds)
+        values = sess.run(None, plan.make(seed=0))
     except Exception as exc:  # custom ops, bad inputs: stay with what inference knew
         log.info("could not measure shapes in onnxruntime (%s)", str(exc).splitlines()[0] if str(exc) else exc)
         return {}

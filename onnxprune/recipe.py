@@ -230,8 +230,10 @@ def op_counts(proto: onnx.ModelProto) -> dict[str, int]:
 
 def _bench(recipe: Recipe, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     from onnxprune.bench import interleaved_latency
+    from onnxprune.feeds import plan_feeds
+    from onnxprune.io import load_proto
     from onnxprune.passes.verify_outputs import load_calibration
-    from onnxprune.verify import make_feeds, session
+    from onnxprune.verify import session
 
     b = recipe.benchmark
     assert b is not None
@@ -240,7 +242,9 @@ def _bench(recipe: Recipe, progress: Callable[[int, int], None] | None) -> dict[
         arrays = load_calibration(recipe.calibration, [i.name for i in sess.get_inputs()])
         feeds = {k: np.asarray(v[: b.batch]) for k, v in arrays.items()}
     else:
-        feeds = make_feeds(sess, recipe.input_shapes or None, seed=0, batch=b.batch)
+        plan = plan_feeds(load_proto(str(recipe.model)), recipe.input_shapes or None,
+                          runnable=str(recipe.model)).require()
+        feeds = plan.make(seed=0, batch=b.batch if plan.batch_free else None)
     lat = interleaved_latency(
         [str(recipe.model), str(recipe.output)], feeds, threads=b.threads, warmup=b.warmup,
         repeat=b.repeat, progress=progress,

@@ -61,6 +61,7 @@ from .bench import interleaved_latency, resolve_eps
 from .calibration import model_inputs
 from .depgraph import build_depgraph
 from .errors import PlanError, UsageError
+from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import load_proto, save_figure, save_proto, save_text
@@ -267,15 +268,16 @@ def _with_batch(proto: onnx.ModelProto, shapes: dict[str, list[int]] | None,
                 batch: int | None) -> dict[str, list[int]] | None:
     """``shapes`` plus ``[batch, ...]`` for every graph input whose leading dimension is symbolic.
 
-    Inputs named in ``shapes`` keep the sizes given there; other symbolic dimensions of an input
-    are taken as 1 (as ``--input-shape`` does).
+    Inputs named in ``shapes`` keep the sizes given there; other symbolic dimensions take the
+    sizes the model is proven to run at (:func:`onnxprune.feeds.plan_feeds`).
     """
     if batch is None:
         return shapes
     out = dict(shapes or {})
-    for inp in model_inputs(proto):
-        if inp.name not in out and inp.shape and inp.shape[0] is None:
-            out[inp.name] = [batch] + [d or 1 for d in inp.shape[1:]]
+    plan = plan_feeds(proto, shapes, batch=batch)
+    for spec in plan.specs:
+        if spec.name not in out and spec.batch_axis is not None:
+            out[spec.name] = list(spec.shape)
     return out or None
 
 
@@ -426,12 +428,10 @@ class _Search:
         self.cands: dict[tuple[int, ...], Candidate] = {}
 
     def _latency_feeds(self) -> dict[str, np.ndarray]:
-        from .verify import make_feeds, session
-
-        sess = session(self.proto)
         shapes = {t.name: [int(d) for d in self.model.shapes[t.name]] for t in self.model.graph.inputs
                   if self.model.shapes.get(t.name) and all(d is not None for d in self.model.shapes[t.name])}
-        return make_feeds(sess, shapes or None, seed=self.opts.seed + 1)
+        plan = self.model.feeds or plan_feeds(self.proto, shapes)
+        return plan.with_shapes(shapes).make(seed=self.opts.seed + 1)
 
     def candidate(self, config: tuple[int, ...], source: str) -> Candidate:
         c = self.cands.get(config)

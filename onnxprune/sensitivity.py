@@ -48,13 +48,14 @@ from .calibration import CalibrationStats, collect_stats, find_consumers
 from .calibration import load_calibration as _batched
 from .depgraph import DepGraph, build_depgraph
 from .errors import UsageError
+from .feeds import plan_feeds
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import save_text
 from .plan import Plan, _summarize, group_removal
 from .reconstruct import consumer_cuts
 from .reconstruct import reconstruct as reconstruct_model
-from .verify import make_feeds, session
+from .verify import session
 
 __all__ = [
     "Calibration",
@@ -133,12 +134,10 @@ def load_calibration(folder: str | os.PathLike[str], input_names: Sequence[str],
 def random_calibration(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None, samples: int,
                        seed: int) -> Calibration:
     """Seeded standard-normal inputs (a warning says the fidelity is only on random inputs)."""
-    sess = session(proto)
-    batch_dynamic = all(i.shape and not isinstance(i.shape[0], int) for i in sess.get_inputs())
-    feeds = make_feeds(sess, input_shapes or None, seed=seed, batch=samples if batch_dynamic else 1)
-    if input_shapes and batch_dynamic:
-        feeds = make_feeds(sess, {k: [samples, *v[1:]] for k, v in input_shapes.items()}, seed=seed)
-    return Calibration(feeds, None, f"random ({next(iter(feeds.values())).shape[0]} samples, seed {seed})")
+    plan = plan_feeds(proto, input_shapes).require()
+    feeds = plan.make(seed=seed, batch=samples if plan.batch_free else None)
+    n = samples if plan.batch_free else plan.batch_size
+    return Calibration(feeds, None, f"random ({n} samples, seed {seed})")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from . import io as _io
-from .errors import ApplyError, VerificationError
+from .errors import ApplyError, UsageError, VerificationError
 
 __all__ = [
     "OutputAgreement",
@@ -45,6 +45,12 @@ _NP_TYPES = {
 ModelLike = onnx.ModelProto | str | os.PathLike[str] | bytes
 
 log = logging.getLogger(__name__)
+
+#: onnxruntime's own log lines (coloured, timestamped, on stderr) never reach the terminal: a
+#: failure that matters is raised as an exception, and onnxprune quotes it in its one line.
+#: 4 is FATAL: ERROR lines (3) are printed for failures that are then raised anyway.
+ORT_LOG_SEVERITY = 4
+ort.set_default_logger_severity(ORT_LOG_SEVERITY)
 
 
 @dataclass
@@ -73,7 +79,7 @@ def session(
     opts = ort.SessionOptions()
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
+    opts.log_severity_level = ORT_LOG_SEVERITY
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
@@ -131,29 +137,50 @@ FILE_VALIDATION_BYTES = 256 << 20
 
 
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
-             input_shapes: dict[str, list[int]] | None = None) -> list[np.ndarray]:
-    """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails."""
+             input_shapes: dict[str, list[int]] | None = None,
+             reference: ModelLike | None = None) -> list[np.ndarray]:
+    """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails.
+
+    ``reference`` is the model it was made from: a check the reference fails too is not the
+    pruning's doing (it is logged once and passed), and a run that fails is blamed on the
+    pruned model only if the reference runs on the same feed.
+    """
     if _io.initializer_bytes(model) > min(FILE_VALIDATION_BYTES, _io.EXTERNAL_DATA_THRESHOLD):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             _io.save_external(model, Path(path), "model.onnx.data")
-            return _validate(path, model, feeds, input_shapes)
-    return _validate(model, model, feeds, input_shapes)
+            return _validate(path, model, feeds, input_shapes, reference)
+    return _validate(model, model, feeds, input_shapes, reference)
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _check(source: ModelLike) -> str:
+    """The first line of what the full checker (with strict shape inference) says, or ''."""
+    try:
+        onnx.checker.check_model(source if not isinstance(source, bytes) else onnx.load_from_string(source),
+                                 full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        kind = "shape inference" if isinstance(exc, onnx.shape_inference.InferenceError) else "the ONNX checker"
+        return f"fails {kind}: {_first_line(exc)}"
+    except Exception as exc:  # protobuf or file errors: report, do not crash
+        return f"fails the ONNX checker: {_first_line(exc)}"
+    return ""
+
+
 def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
               feeds: dict[str, np.ndarray] | None,
-              input_shapes: dict[str, list[int]] | None) -> list[np.ndarray]:
-    try:
-        onnx.checker.check_model(source, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ApplyError(f"pruned model fails the ONNX checker: {_first_line(exc)}") from exc
-    except onnx.shape_inference.InferenceError as exc:
-        raise ApplyError(f"pruned model fails shape inference: {_first_line(exc)}") from exc
+              input_shapes: dict[str, list[int]] | None,
+              reference: ModelLike | None) -> list[np.ndarray]:
+    problem = _check(source)
+    if problem:
+        before = _check(os.fspath(reference) if isinstance(reference, os.PathLike) else reference) \
+            if reference is not None else ""
+        if not before:
+            raise ApplyError(f"pruned model {problem}")
+        log.warning("the original model already %s; not a regression of pruning, so it is passed", before)
     try:
         sess = session(source)
     except Exception as exc:  # onnxruntime raises its own exception types
@@ -163,11 +190,36 @@ def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
             log.warning("onnxruntime has no kernel for the custom domain(s) %s; the result was "
                         "checked by the ONNX checker only", ", ".join(sorted(custom)))
             return []
+        if reference is not None and not _loads(reference):
+            log.warning("onnxruntime cannot load the original model either (%s); the result was "
+                        "checked by the ONNX checker only", first)
+            return []
         raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+    if feeds is None:
+        from .feeds import plan_feeds
+
+        feeds = plan_feeds(model, input_shapes, check=False).make(seed=0)
     try:
-        return run(sess, feeds or make_feeds(sess, input_shapes))
+        return run(sess, feeds)
     except Exception as exc:
-        raise ApplyError(f"pruned model does not run in onnxruntime: {_first_line(exc)}") from exc
+        first = _first_line(exc)
+        if reference is not None:
+            try:
+                run(reference, feeds)
+            except Exception as ref_exc:
+                raise UsageError(
+                    "the original model does not run on the generated inputs either "
+                    f"({_first_line(ref_exc)}); give input sizes with --input-shape or real inputs "
+                    "with --calib") from exc
+        raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+
+
+def _loads(model: ModelLike) -> bool:
+    try:
+        session(model)
+    except Exception:
+        return False
+    return True
 
 
 #: onnxruntime's words for "this op exists nowhere in my kernels".

@@ -18,8 +18,10 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import UsageError, VerificationError
+from onnxprune.feeds import plan_feeds
 from onnxprune.graph import Model
-from onnxprune.verify import compare, make_feeds, run, session
+from onnxprune.io import load_proto
+from onnxprune.verify import compare, run, session
 
 from .base import InPlacePass, PassError, PassResult
 from .registry import register
@@ -124,10 +126,11 @@ class VerifyOutputs(InPlacePass):
         if self.calibration is not None:
             feed_sets = _calibration_feeds(ref, load_calibration(self.calibration, [i.name for i in ref.get_inputs()]))
         else:
-            symbolic = all(i.shape and not isinstance(i.shape[0], int) for i in ref.get_inputs())
-            batches = (1, 2) if symbolic else (1,)
-            shapes = model.input_shapes or None
-            feed_sets = [make_feeds(ref, shapes, seed=self.seed + b, batch=b) for b in batches]
+            source = self._reference(model)
+            proto = source if isinstance(source, onnx.ModelProto) else load_proto(source)
+            plan = plan_feeds(proto, model.input_shapes or None, runnable=source).require()
+            batches = (1, 2) if plan.batch_free else (None,)
+            feed_sets = [plan.make(seed=self.seed + (b or 1), batch=b) for b in batches]
         self.max_abs = {}
         for feeds in feed_sets:
             scale = [float(np.max(np.abs(o))) if o.size and o.dtype.kind == "f" else 0.0 for o in run(ref, feeds)]

@@ -1,0 +1,282 @@
+"""Small models with the traits that broke real third-party models (see docs/realworld.md).
+
+Each builder reproduces, in a few nodes, what a packaged model from other people does and what
+made onnxprune fail on it before: dynamic image sides that must be a multiple of the stride
+(detectors), token-type tables of two rows (BERT exports), a reflect-padded audio front end, a
+VAD with a state tensor carrying the batch on axis 1 and a sample-rate scalar checked by an
+``If``, an LSTM with fixed-batch initial states, ``-1`` written for a dynamic batch
+(paddle2onnx), and a graph with no prunable group at all. Around each trait sits an ordinary
+``Conv/MatMul -> Relu -> Conv/MatMul`` section, so pruning has something to remove.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = [
+    "dynamic_hw_detector",
+    "bert_like",
+    "audio_frontend",
+    "vad_like",
+    "lstm_fixed_batch",
+    "negative_batch_classifier",
+    "exact_length_model",
+    "single_conv",
+    "shapeless_output_cnn",
+]
+
+
+def _w(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def _b(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (rng.standard_normal(n) * 0.1).astype(np.float32)
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    m.producer_name = "onnxprune-models"
+    return m
+
+
+def _i64(name: str, values) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def dynamic_hw_detector(seed: int = 0) -> onnx.ModelProto:
+    """Two feature maps (stride 4 and 8), the coarse one upsampled and concatenated to the fine.
+
+    The input's height and width are symbolic; the concat only lines up when they are
+    multiples of 8, so sides of 1 (or any odd size) cannot run.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 16, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, 16), "c1.b"),
+        numpy_helper.from_array(_w(rng, 24, 16, 3, 3), "c2.w"), numpy_helper.from_array(_b(rng, 24), "c2.b"),
+        numpy_helper.from_array(_w(rng, 32, 24, 3, 3), "c3.w"), numpy_helper.from_array(_b(rng, 32), "c3.b"),
+        numpy_helper.from_array(_w(rng, 8, 56, 1, 1), "head.w"), numpy_helper.from_array(_b(rng, 8), "head.b"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "up.scales"),
+    ]
+    p = [1, 1, 1, 1]
+    nodes = [
+        helper.make_node("Conv", ["images", "c1.w", "c1.b"], ["f1"], name="c1", pads=p, strides=[2, 2]),
+        helper.make_node("Relu", ["f1"], ["r1"], name="r1"),
+        helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["f2"], name="c2", pads=p, strides=[2, 2]),
+        helper.make_node("Relu", ["f2"], ["r2"], name="r2"),
+        helper.make_node("Conv", ["r2", "c3.w", "c3.b"], ["f3"], name="c3", pads=p, strides=[2, 2]),
+        helper.make_node("Relu", ["f3"], ["r3"], name="r3"),
+        helper.make_node("Resize", ["r3", "", "up.scales"], ["u3"], name="up", mode="nearest"),
+        helper.make_node("Concat", ["r2", "u3"], ["cat"], name="cat", axis=1),
+        helper.make_node("Conv", ["cat", "head.w", "head.b"], ["boxes"], name="head"),
+    ]
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", 8, "h8", "w8"])
+    return _model(nodes, [x], [y], inits)
+
+
+def bert_like(seed: int = 0, vocab: int = 50, hidden: int = 16, ffn: int = 32) -> onnx.ModelProto:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` (a table of two rows) into an FFN."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((vocab, hidden)).astype(np.float32), "word.emb"),
+        numpy_helper.from_array(rng.standard_normal((2, hidden)).astype(np.float32), "type.emb"),
+        numpy_helper.from_array(_w(rng, hidden, ffn), "ffn.w1"), numpy_helper.from_array(_b(rng, ffn), "ffn.b1"),
+        numpy_helper.from_array(_w(rng, ffn, hidden), "ffn.w2"),
+        _i64("axes2", [2]),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["word.emb", "input_ids"], ["we"], name="word"),
+        helper.make_node("Gather", ["type.emb", "token_type_ids"], ["te"], name="type"),
+        helper.make_node("Add", ["we", "te"], ["emb"], name="emb"),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], name="mask_cast", to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axes2"], ["mask3"], name="mask_unsq"),
+        helper.make_node("Mul", ["emb", "mask3"], ["masked"], name="mask_mul"),
+        helper.make_node("MatMul", ["masked", "ffn.w1"], ["h1"], name="ffn1"),
+        helper.make_node("Add", ["h1", "ffn.b1"], ["h1b"], name="ffn1_bias"),
+        helper.make_node("Relu", ["h1b"], ["a1"], name="ffn_act"),
+        helper.make_node("MatMul", ["a1", "ffn.w2"], ["h2"], name="ffn2"),
+        helper.make_node("Add", ["h2", "masked"], ["last_hidden_state"], name="residual"),
+    ]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+           for n in ("input_ids", "attention_mask", "token_type_ids")]
+    out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden])
+    return _model(nodes, ins, [out], inits)
+
+
+def audio_frontend(seed: int = 0, pad: int = 32) -> onnx.ModelProto:
+    """A waveform ``[batch, samples]``, reflect-padded and framed by a strided 1-D conv.
+
+    Reflect padding needs more samples than the pad width, so one sample cannot run.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [
+        _i64("pads", [0, 0, pad, 0, 0, pad]), _i64("axes1", [1]),
+        numpy_helper.from_array(_w(rng, 16, 1, 2 * pad), "frame.w"),
+        numpy_helper.from_array(_w(rng, 24, 16, 1), "c1.w"), numpy_helper.from_array(_b(rng, 24), "c1.b"),
+        numpy_helper.from_array(_w(rng, 4, 24, 1), "c2.w"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["waveform", "axes1"], ["x3"], name="unsq"),
+        helper.make_node("Pad", ["x3", "pads"], ["xp"], name="reflect", mode="reflect"),
+        helper.make_node("Conv", ["xp", "frame.w"], ["frames"], name="frame", strides=[pad]),
+        helper.make_node("Abs", ["frames"], ["mag"], name="mag"),
+        helper.make_node("Conv", ["mag", "c1.w", "c1.b"], ["h"], name="c1"),
+        helper.make_node("Relu", ["h"], ["a"], name="act"),
+        helper.make_node("Conv", ["a", "c2.w"], ["logits"], name="c2"),
+    ]
+    x = helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", "samples"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, "frames"])
+    return _model(nodes, [x], [y], inits)
+
+
+def _branch(name: str, nodes: list[onnx.NodeProto], out: str, inits=()) -> onnx.GraphProto:
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                             list(inits))
+
+
+def vad_like(seed: int = 0, hidden: int = 16) -> onnx.ModelProto:
+    """A VAD step: audio ``[batch, samples]``, ``state [2, batch, hidden]`` and a scalar ``sr``.
+
+    ``If(sr == 16000)`` picks the supported branch; any other rate reshapes into an impossible
+    shape, as real VADs refuse rates they were not trained for. The new state adds features
+    to the old one, so the state's batch (axis 1) must match the audio's.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [
+        _i64("axes1", [1]), _i64("axes0", [0]), _i64("axes2", [2]),
+        numpy_helper.from_array(np.array(16000, dtype=np.int64), "sr16k"),
+        numpy_helper.from_array(_w(rng, 24, 1, 16), "c1.w"), numpy_helper.from_array(_b(rng, 24), "c1.b"),
+        numpy_helper.from_array(_w(rng, hidden, 24, 1), "c2.w"), numpy_helper.from_array(_b(rng, hidden), "c2.b"),
+        numpy_helper.from_array(_w(rng, hidden, 1), "out.w"),
+    ]
+    then = _branch("supported", [helper.make_node("Identity", ["input"], ["chosen"], name="keep")], "chosen")
+    other = _branch("unsupported", [helper.make_node("Reshape", ["input", "bad.shape"], ["chosen_bad"], name="refuse")],
+                    "chosen_bad", [_i64("bad.shape", [-1, 7777])])
+    nodes = [
+        helper.make_node("Equal", ["sr", "sr16k"], ["is16k"], name="rate_check"),
+        helper.make_node("If", ["is16k"], ["audio"], name="rate_if", then_branch=then, else_branch=other),
+        helper.make_node("Unsqueeze", ["audio", "axes1"], ["x3"], name="unsq"),
+        helper.make_node("Conv", ["x3", "c1.w", "c1.b"], ["h1"], name="c1", strides=[8]),
+        helper.make_node("Relu", ["h1"], ["a1"], name="r1"),
+        helper.make_node("Conv", ["a1", "c2.w", "c2.b"], ["h2"], name="c2"),
+        helper.make_node("ReduceMean", ["h2", "axes2"], ["feat"], name="pool", keepdims=0),
+        helper.make_node("Unsqueeze", ["feat", "axes0"], ["feat0"], name="feat_unsq"),
+        helper.make_node("Add", ["state", "feat0"], ["stateN"], name="state_update"),
+        helper.make_node("ReduceMean", ["stateN", "axes0"], ["summary"], name="state_pool", keepdims=0),
+        helper.make_node("MatMul", ["summary", "out.w"], ["logit"], name="out"),
+        helper.make_node("Sigmoid", ["logit"], ["output"], name="prob"),
+    ]
+    ins = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
+           helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", hidden]),
+           helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
+    outs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", hidden])]
+    return _model(nodes, ins, outs, inits, opset=18)
+
+
+def lstm_fixed_batch(seed: int = 0, feat: int = 8, hidden: int = 16, ffn: int = 24) -> onnx.ModelProto:
+    """An LSTM over ``x [1, time, feat]`` with fixed-batch initial states ``h0``/``c0 [1, 1, hidden]``."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 1, 4 * hidden, feat), "lstm.W"),
+        numpy_helper.from_array(_w(rng, 1, 4 * hidden, hidden), "lstm.R"),
+        numpy_helper.from_array(np.zeros((1, 8 * hidden), dtype=np.float32), "lstm.B"),
+        _i64("axes1", [1]),
+        numpy_helper.from_array(_w(rng, hidden, ffn), "ffn.w1"), numpy_helper.from_array(_b(rng, ffn), "ffn.b1"),
+        numpy_helper.from_array(_w(rng, ffn, 4), "ffn.w2"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], name="to_time_major", perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["xt", "lstm.W", "lstm.R", "lstm.B", "", "h0", "c0"], ["Y", "hn", "cn"],
+                         name="lstm", hidden_size=hidden),
+        helper.make_node("Squeeze", ["Y", "axes1"], ["y3"], name="squeeze_dir"),
+        helper.make_node("MatMul", ["y3", "ffn.w1"], ["f1"], name="ffn1"),
+        helper.make_node("Add", ["f1", "ffn.b1"], ["f1b"], name="ffn1_bias"),
+        helper.make_node("Relu", ["f1b"], ["fa"], name="ffn_act"),
+        helper.make_node("MatMul", ["fa", "ffn.w2"], ["logits"], name="ffn2"),
+    ]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "time", feat]),
+           helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 1, hidden]),
+           helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, 1, hidden])]
+    outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["time", 1, 4]),
+            helper.make_tensor_value_info("hn", TensorProto.FLOAT, [1, 1, hidden]),
+            helper.make_tensor_value_info("cn", TensorProto.FLOAT, [1, 1, hidden])]
+    return _model(nodes, ins, outs, inits)
+
+
+def negative_batch_classifier(seed: int = 0) -> onnx.ModelProto:
+    """A text-direction classifier as paddle2onnx writes it: ``-1`` for the dynamic batch."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 16, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, 16), "c1.b"),
+        numpy_helper.from_array(_w(rng, 24, 16, 3, 3), "c2.w"), numpy_helper.from_array(_b(rng, 24), "c2.b"),
+        numpy_helper.from_array(_w(rng, 24, 2), "fc.w"), numpy_helper.from_array(_b(rng, 2), "fc.b"),
+    ]
+    p = [1, 1, 1, 1]
+    nodes = [
+        helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h1"], name="c1", pads=p, strides=[2, 2]),
+        helper.make_node("Relu", ["h1"], ["a1"], name="r1"),
+        helper.make_node("Conv", ["a1", "c2.w", "c2.b"], ["h2"], name="c2", pads=p, strides=[2, 2]),
+        helper.make_node("Relu", ["h2"], ["a2"], name="r2"),
+        helper.make_node("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["softmax_0.tmp_0"], name="softmax", axis=1),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 48, 192])
+    y = helper.make_tensor_value_info("softmax_0.tmp_0", TensorProto.FLOAT, [-1, 2])
+    return _model(nodes, [x], [y], inits)
+
+
+def exact_length_model(length: int = 37, seed: int = 0) -> onnx.ModelProto:
+    """A symbolic length that only one size fits (a Reshape to ``[batch, 1, length]``)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _i64("shape", [-1, 1, length]),
+        numpy_helper.from_array(_w(rng, 8, 1, 3), "c1.w"), numpy_helper.from_array(_b(rng, 8), "c1.b"),
+        numpy_helper.from_array(_w(rng, 2, 8, 1), "c2.w"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["signal", "shape"], ["x3"], name="frame"),
+        helper.make_node("Conv", ["x3", "c1.w", "c1.b"], ["h"], name="c1", pads=[1, 1]),
+        helper.make_node("Relu", ["h"], ["a"], name="act"),
+        helper.make_node("Conv", ["a", "c2.w"], ["y"], name="c2"),
+    ]
+    x = helper.make_tensor_value_info("signal", TensorProto.FLOAT, ["batch", "length"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, length])
+    return _model(nodes, [x], [y], inits)
+
+
+def single_conv(seed: int = 0) -> onnx.ModelProto:
+    """One Conv from input to output: every channel touches the graph's boundary, none is prunable."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, 4, 3, 3, 3), "c.w"), numpy_helper.from_array(_b(rng, 4), "c.b")]
+    nodes = [helper.make_node("Conv", ["x", "c.w", "c.b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16, 16])
+    return _model(nodes, [x], [y], inits)
+
+
+def shapeless_output_cnn(seed: int = 0) -> onnx.ModelProto:
+    """``Conv -> Relu -> Conv`` whose graph output declares a type but no shape.
+
+    Older exporters (a dynamically quantized CRNN among them) write outputs like this;
+    onnxruntime runs it, the full checker refuses it ("Field 'shape' of 'type' is required").
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, 12, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, 12), "c1.b"),
+             numpy_helper.from_array(_w(rng, 4, 12, 3, 3), "c2.w")]
+    p = [1, 1, 1, 1]
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=p),
+             helper.make_node("Relu", ["h"], ["a"], name="act"),
+             helper.make_node("Conv", ["a", "c2.w"], ["y"], name="c2", pads=p)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = onnx.ValueInfoProto()
+    y.name = "y"
+    y.type.tensor_type.elem_type = TensorProto.FLOAT
+    return _model(nodes, [x], [y], inits)

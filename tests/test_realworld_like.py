@@ -1,0 +1,212 @@
+"""Regression tests for what broke on real third-party models (docs/realworld.md).
+
+Each failure class seen on the real-world corpus has a small model in
+``models/realworld_like.py``; these tests run it the way a user does (the console tool, in
+process) and check the output like every other test: the full checker, an onnxruntime run on a
+feed the original runs on, the same output names and shapes, and the input file untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from models import realworld_like as R
+from onnxprune import api, verify
+from onnxprune.cli import main
+from onnxprune.depgraph import build_depgraph
+from onnxprune.feeds import plan_feeds
+from onnxprune.graph import load
+from onnxprune.plan import plan_from_channels
+from onnxprune.testing import choose_channels, kill_channels
+
+#: Builders with something to prune, each with a trait that broke a real model.
+PRUNABLE = ["dynamic_hw_detector", "bert_like", "audio_frontend", "vad_like", "lstm_fixed_batch",
+            "negative_batch_classifier"]
+
+
+def _save(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(getattr(R, name)(), path)
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_output_fits(original: Path, out: Path) -> None:
+    """Checker, an ORT run on a feed the original runs on, same output names and shapes."""
+    onnx.checker.check_model(str(out), full_check=True)
+    feeds = plan_feeds(onnx.load(original)).require().make(seed=3)
+    a, b = verify.session(str(original)), verify.session(str(out))
+    assert [o.name for o in a.get_outputs()] == [o.name for o in b.get_outputs()]
+    for x, y in zip(a.run(None, feeds), b.run(None, feeds)):
+        assert x.shape == y.shape
+
+
+# ------------------------------------------------------------------------------ feeds
+def test_detector_sides_are_a_multiple_of_the_stride():
+    plan = plan_feeds(R.dynamic_hw_detector())
+    assert plan.verified
+    h, w = plan.shapes()["images"][2:]
+    assert h % 8 == 0 and w % 8 == 0 and h >= 32
+    # the old default (sides of 1) does not run this model: the plan is what makes it work
+    sess = verify.session(R.dynamic_hw_detector())
+    with pytest.raises(Exception):
+        sess.run(None, verify.make_feeds(sess))
+
+
+def test_token_type_ids_stay_inside_their_two_row_table_and_masks_are_ones():
+    plan = plan_feeds(R.bert_like())
+    roles = {s.name: (s.role, s.high) for s in plan.specs}
+    assert roles["token_type_ids"] == ("index", 2) and roles["input_ids"] == ("index", 50)
+    assert roles["attention_mask"][0] == "mask"
+    feed = plan.make(seed=5, batch=3)
+    assert feed["token_type_ids"].max() < 2 and feed["input_ids"].max() < 50
+    assert np.all(feed["attention_mask"] == 1)
+    assert feed["input_ids"].shape[0] == 3
+
+
+def test_audio_length_is_long_enough_for_reflect_padding():
+    plan = plan_feeds(R.audio_frontend())
+    assert plan.verified and plan.shapes()["waveform"][1] > 64
+
+
+def test_vad_rate_comes_from_the_graph_and_state_stacks_on_its_batch_axis():
+    plan = plan_feeds(R.vad_like())
+    specs = {s.name: s for s in plan.specs}
+    assert specs["sr"].role == "scalar" and specs["sr"].value == 16000
+    assert specs["state"].role == "state" and specs["state"].batch_axis == 1
+    feed = plan.make(seed=0, batch=4)
+    assert feed["state"].shape == (2, 4, 16) and feed["input"].shape[0] == 4 and feed["sr"].shape == ()
+    verify.session(R.vad_like()).run(None, feed)
+
+
+def test_fixed_batch_states_are_never_stacked():
+    plan = plan_feeds(R.lstm_fixed_batch())
+    assert plan.verified and not plan.batch_free
+    feeds = list(plan.samples(5, batch_size=4))
+    assert len(feeds) == 5 and all(f["h0"].shape == (1, 1, 16) and f["x"].shape[0] == 1 for f in feeds)
+
+
+def test_no_feed_runs_refuses_with_one_line_naming_the_input(tmp_path: Path, capsys):
+    path = _save(tmp_path, "exact_length_model")
+    out = tmp_path / "out.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'signal'" in err and "--input-shape signal:" in err
+    assert "pruned model" not in err and not out.exists()
+    # the hint works: the size the model needs, given by the user
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.3", "--input-shape", "signal:1,37"]) == 0
+    _assert_output_fits_at(path, out, {"signal": [2, 37]})
+
+
+def _assert_output_fits_at(original: Path, out: Path, shapes: dict[str, list[int]]) -> None:
+    onnx.checker.check_model(str(out), full_check=True)
+    a, b = verify.session(str(original)), verify.session(str(out))
+    feeds = verify.make_feeds(a, shapes)
+    assert [x.shape for x in a.run(None, feeds)] == [y.shape for y in b.run(None, feeds)]
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.parametrize("name", PRUNABLE)
+def test_prune_check_runs_where_the_original_runs(tmp_path: Path, name: str, capsys):
+    path = _save(tmp_path, name)
+    before = _sha(path)
+    out = tmp_path / "out.onnx"
+    rc = main(["prune", str(path), "-o", str(out), "--ratio", "0.3", "--check"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert _sha(path) == before
+    _assert_output_fits(path, out)
+    assert onnx.load(out).graph.initializer != onnx.load(path).graph.initializer  # something was pruned
+
+
+@pytest.mark.parametrize("name", PRUNABLE)
+def test_calibration_path_runs_where_the_plain_path_runs(tmp_path: Path, name: str, capsys):
+    path = _save(tmp_path, name)
+    out = tmp_path / "out.onnx"
+    rc = main(["prune", str(path), "-o", str(out), "--ratio", "0.3", "--criterion", "wanda", "--calib", "random",
+               "--reconstruct", "--calib-samples", "10", "--batch-size", "4"])
+    assert rc == 0, capsys.readouterr().err
+    _assert_output_fits(path, out)
+
+
+@pytest.mark.parametrize("name", PRUNABLE)
+def test_lossless_pruning_on_fitting_feeds(name: str):
+    """Exactly dead channels removed: outputs equal on feeds the original runs on."""
+    model = load(getattr(R, name)())
+    plan = model.feeds
+    assert plan is not None and plan.verified
+    dg = build_depgraph(model)
+    chans = choose_channels(dg, 0.4, seed=1)
+    assert len(chans) > 0
+    kill_channels(dg, chans)
+    ref = verify.session(model.to_proto())
+    feeds = [plan.make(seed=7 + b, batch=b if plan.batch_free else None) for b in (1, 2)]
+    refs = [verify.run(ref, f) for f in feeds]
+    res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
+    onnx.checker.check_model(res.proto, full_check=True)
+    sess = verify.session(res.proto)
+    for f, want in zip(feeds, refs):
+        for a, b in zip(want, verify.run(sess, f)):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_negative_batch_is_a_dynamic_axis_not_corruption(tmp_path: Path, capsys):
+    path = _save(tmp_path, "negative_batch_classifier")
+    assert main(["analyze", str(path), "--json"]) == 0
+    assert main(["analyze", str(path), "--input-shape", "x:2,3,48,192"]) == 0
+    assert "absurd" not in capsys.readouterr().err
+
+
+def test_activation_criterion_with_nothing_to_prune_is_a_no_op(tmp_path: Path, capsys):
+    path = _save(tmp_path, "single_conv")
+    out = tmp_path / "out.onnx"
+    rc = main(["prune", str(path), "-o", str(out), "--criterion", "wanda", "--calib", "random", "--reconstruct"])
+    assert rc == 0, capsys.readouterr().err
+    assert out.read_bytes() == path.read_bytes()  # nothing changed: the model as given
+
+
+def test_a_check_the_original_fails_is_not_a_pruning_failure(tmp_path: Path, capsys, caplog):
+    path = _save(tmp_path, "shapeless_output_cnn")
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(str(path), full_check=True)
+    out = tmp_path / "out.onnx"
+    rc = main(["prune", str(path), "-o", str(out), "--ratio", "0.5"])
+    assert rc == 0, capsys.readouterr().err
+    assert "already fails" in caplog.text
+    sess = verify.session(str(out))
+    assert sess.run(None, verify.make_feeds(sess))[0].shape == (1, 4, 16, 16)
+    w = {t.name: t for t in onnx.load(out).graph.initializer}["c1.w"]
+    assert w.dims[0] == 6  # half of the 12 hidden channels removed
+
+
+def test_pruned_model_is_not_blamed_for_a_feed_the_original_cannot_run():
+    from onnxprune.errors import UsageError
+
+    original = R.dynamic_hw_detector()
+    sess = verify.session(original)
+    bad = verify.make_feeds(sess)  # sides of 1: the original cannot run it
+    with pytest.raises(UsageError, match="original model does not run"):
+        verify.validate(original, feeds=bad, reference=original)
+
+
+def test_no_native_onnxruntime_lines_reach_the_terminal(tmp_path: Path):
+    """Feeds that fail while sizes are tried, and a refusal, print only onnxprune's own line."""
+    det, bad = _save(tmp_path, "dynamic_hw_detector"), _save(tmp_path, "exact_length_model")
+    for path, code in ((det, 0), (bad, 2)):
+        proc = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), "-o",
+                               str(tmp_path / f"{path.stem}-out.onnx"), "--ratio", "0.3"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == code, proc.stderr
+        assert not re.search(r"\[[EWIV]:onnxruntime|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", proc.stderr), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 1
