@@ -41,7 +41,7 @@ from .evaluate import evaluate, load_labels
 from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
-from .io import load_proto, parse_input_shapes
+from .io import check_destination, load_proto, parse_input_shapes
 from .profile import profile
 from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
 from .verify import compare, make_feeds, session
@@ -500,8 +500,7 @@ def _default_output(model: str) -> str:
 
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     out = args.output or _default_output(args.model)
-    if Path(out).resolve() == Path(args.model).resolve():
-        raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+    check_destination(out, (args.model,))
     if (args.reconstruct or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
         need = "--reconstruct" if args.reconstruct else f"--criterion {args.criterion}"
         raise UsageError(f"{need} needs calibration data: --calib DIR|FILE|random")
@@ -792,8 +791,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     from .recipe import op_counts
 
     out = args.output or str(Path(args.model).with_name(Path(args.model).stem + "-optimized.onnx"))
-    if Path(out).resolve() == Path(args.model).resolve():
-        raise UsageError(f"{out}: refusing to overwrite the input model; choose another -o")
+    check_destination(out, (args.model,))
     from .pipeline import resolve_passes
 
     passes = resolve_passes([p for p in args.passes.split(",") if p.strip()] + (["verify"] if args.check else []))
@@ -933,8 +931,7 @@ def _ratio_list(text: str, flag: str) -> tuple[float, ...]:
 def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from .search import SearchOptions, save_result, search
 
-    if Path(args.output).resolve() == Path(args.model).resolve():
-        raise UsageError(f"{args.output}: refusing to overwrite the input model; choose another -o")
+    check_destination(args.output, (args.model,))
     if not 0 < args.max_ratio < 1:
         raise UsageError(f"--max-ratio {args.max_ratio}: must be in (0, 1)")
     if args.threads < 0:

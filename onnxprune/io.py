@@ -383,6 +383,74 @@ def initializer_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def model_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a model reads: the ``.onnx`` itself and every external data file it names."""
+    p = Path(path)
+    files = [p]
+    if not p.is_file():
+        return files
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception:  # not readable as ONNX: the file itself is all there is to protect
+        return files
+    for t in _all_tensors(proto.graph):
+        if external_data_helper.uses_external_data(t):
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            if loc and (p.parent / loc) not in files:
+                files.append(p.parent / loc)
+    return files
+
+
+def _all_tensors(g: onnx.GraphProto):
+    yield from g.initializer
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                yield a.t
+            elif a.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sg in a.graphs:
+                    yield from _all_tensors(sg)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links too
+    except OSError:
+        return False
+
+
+def check_destination(
+    target: str | os.PathLike[str],
+    protect: tuple[str | os.PathLike[str], ...] = (),
+    data_file: bool = True,
+) -> None:
+    """Refuses, before any work, an output path that cannot or must not be written.
+
+    The target must not be a folder, its folder must exist, and neither it nor the data file
+    that may be written beside it (``<name>.data``) may be, or alias through a symbolic or hard
+    link, any file an input reads: each protected ``.onnx`` and its external data files.
+
+    Raises:
+        UsageError: naming the path and the reason.
+    """
+    t = Path(target)
+    if t.is_dir():
+        raise UsageError(f"{t}: is a folder; give a file name for the output (-o {t / 'model.onnx'})")
+    if not t.resolve().parent.is_dir():
+        raise UsageError(f"{t}: folder {t.resolve().parent} does not exist")
+    written = [t] + ([t.with_name(t.name + ".data")] if data_file else [])
+    for p in protect:
+        for f in model_files(p):
+            for w in written:
+                if _same_file(w, f):
+                    what = "the input model" if f == Path(p) else f"the input's external data '{f.name}'"
+                    raise UsageError(f"{t}: refusing to overwrite {what}; choose another -o")
+
+
 def save_proto(
     model: onnx.ModelProto,
     path: str | os.PathLike[str],
@@ -404,20 +472,15 @@ def save_proto(
     """
     target = Path(path)
     resolved = target.resolve()
-    for p in protect:
-        if Path(p).resolve() == resolved:
-            raise ModelSaveError(f"{target}: refusing to overwrite the input model; choose another -o")
-    parent = resolved.parent
-    if not parent.is_dir():
-        raise ModelSaveError(f"{target}: folder {parent} does not exist")
     use_external = external if external is not None else (
         initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
     )
     data_name = target.name + ".data"
-    if use_external:
-        for p in protect:
-            if Path(p).resolve() == parent / data_name:
-                raise ModelSaveError(f"{target}: its data file would overwrite an input file")
+    try:
+        check_destination(target, protect, data_file=use_external)
+    except UsageError as exc:
+        raise ModelSaveError(str(exc)) from None
+    parent = resolved.parent
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
     except OSError as exc:

@@ -186,10 +186,11 @@ def run_recipe(
     on_bench: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Runs a recipe: optimize, write the output atomically, benchmark. Returns a summary."""
-    from onnxprune.io import save_proto
+    from onnxprune.io import check_destination, save_proto
     from onnxprune.passes import VerifyOutputs
     from onnxprune.pipeline import resolve_passes, run_passes
 
+    check_destination(recipe.output, (str(recipe.model),))
     passes = resolve_passes(_with_calibration(recipe.passes, recipe.calibration))
     res = run_passes(
         str(recipe.model),
