@@ -25,6 +25,7 @@ __all__ = [
     "exact_length_model",
     "single_conv",
     "shapeless_output_cnn",
+    "constant_if_passthrough",
 ]
 
 
@@ -279,4 +280,41 @@ def shapeless_output_cnn(seed: int = 0) -> onnx.ModelProto:
     y = onnx.ValueInfoProto()
     y.name = "y"
     y.type.tensor_type.elem_type = TensorProto.FLOAT
+    return _model(nodes, [x], [y], inits)
+
+
+def constant_if_passthrough(seed: int = 0) -> onnx.ModelProto:
+    """A VAD-decoder-style ``If`` with a constant condition, three outputs and a nested constant ``If``.
+
+    Constant folding splices the taken branch in place of the ``If``. Rebinding the producers
+    of an ``If`` with more than one output while walking its output list (which shrinks as each
+    output is unbound) skips every second output: it is left with no producer, and the checker
+    says the graph is not topologically sorted.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, 12, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, 12), "c1.b"),
+             numpy_helper.from_array(_w(rng, 4, 12, 3, 3), "c2.w"), numpy_helper.from_array(_b(rng, 4), "c2.b"),
+             numpy_helper.from_array(np.array(True), "flag")]
+    p = [1, 1, 1, 1]
+    f = TensorProto.FLOAT
+
+    def branch(name: str, ops: list[tuple[str, str, str]], outs: list[str], extra=()) -> onnx.GraphProto:
+        nodes = list(extra) + [helper.make_node(op, [src], [dst], name=f"{name}_{dst}") for op, src, dst in ops]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(o, f, None) for o in outs])
+
+    inner_then = branch("inner_then", [("Neg", "a", "n_t"), ("Abs", "a", "m_t")], ["n_t", "m_t"])
+    inner_else = branch("inner_else", [("Abs", "a", "n_e"), ("Neg", "a", "m_e")], ["n_e", "m_e"])
+    inner = helper.make_node("If", ["flag"], ["i0", "i1"], name="inner_if", then_branch=inner_then,
+                             else_branch=inner_else)
+    then_branch = branch("then", [("Sigmoid", "a", "t2")], ["i0", "i1", "t2"], extra=[inner])
+    else_branch = branch("else", [("Relu", "a", "e0"), ("Relu", "a", "e1"), ("Relu", "a", "e2")], ["e0", "e1", "e2"])
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=p),
+             helper.make_node("Relu", ["h"], ["a"], name="act"),
+             helper.make_node("If", ["flag"], ["o0", "o1", "o2"], name="gate", then_branch=then_branch,
+                              else_branch=else_branch),
+             helper.make_node("Add", ["o0", "o1"], ["s"], name="join"),
+             helper.make_node("Add", ["s", "o2"], ["s2"], name="join2"),
+             helper.make_node("Conv", ["s2", "c2.w", "c2.b"], ["y"], name="c2", pads=p)]
+    x = helper.make_tensor_value_info("x", f, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", f, ["N", 4, 16, 16])
     return _model(nodes, [x], [y], inits)

@@ -801,6 +801,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     with console.status("optimizing…", spinner="dots") if not args.json else _null():
         res = run_passes(args.model, passes, _input_shapes(args), max_rounds=args.max_rounds,
                          on_pass=_pass_progress(console, args.json))
+        _validate_optimized(res.proto, original, _input_shapes(args))
         save_proto(res.proto, out, protect=(args.model,))
     after = op_counts(res.proto)
     elapsed = time.perf_counter() - t0
@@ -825,6 +826,26 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     if not res.converged:
         console.print(f"[yellow]passes still changed the model after {args.max_rounds} rounds[/yellow]")
     return 0
+
+
+def _validate_optimized(proto: Any, original: Any,
+                        shapes: dict[str, list[int]] | None) -> None:
+    """Nothing invalid is written: the checker, and a run on a feed the input model runs on.
+
+    A check the input model fails too is reported once, not held against the output; with no
+    feed the input runs on, the checker alone decides.
+    """
+    from .errors import ApplyError
+    from .feeds import plan_feeds
+    from .verify import _check, validate
+
+    plan = plan_feeds(original, shapes)
+    if plan.verified:
+        validate(proto, feeds=plan.make(seed=0), reference=original, what="optimized model")
+        return
+    problem = _check(proto)
+    if problem and not _check(original):
+        raise ApplyError(f"optimized model {problem}")
 
 
 def _verify_results(passes: list[Any]) -> dict[str, float]:

@@ -138,8 +138,10 @@ FILE_VALIDATION_BYTES = 256 << 20
 
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
              input_shapes: dict[str, list[int]] | None = None,
-             reference: ModelLike | None = None) -> list[np.ndarray]:
+             reference: ModelLike | None = None, what: str = "pruned model") -> list[np.ndarray]:
     """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails.
+
+    ``what`` names the model in messages ("pruned model", "optimized model").
 
     ``reference`` is the model it was made from: a check the reference fails too is not the
     pruning's doing (it is logged once and passed), and a run that fails is blamed on the
@@ -149,8 +151,8 @@ def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             _io.save_external(model, Path(path), "model.onnx.data")
-            return _validate(path, model, feeds, input_shapes, reference)
-    return _validate(model, model, feeds, input_shapes, reference)
+            return _validate(path, model, feeds, input_shapes, reference, what)
+    return _validate(model, model, feeds, input_shapes, reference, what)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,14 +175,14 @@ def _check(source: ModelLike) -> str:
 def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
               feeds: dict[str, np.ndarray] | None,
               input_shapes: dict[str, list[int]] | None,
-              reference: ModelLike | None) -> list[np.ndarray]:
+              reference: ModelLike | None, what: str = "pruned model") -> list[np.ndarray]:
     problem = _check(source)
     if problem:
         before = _check(os.fspath(reference) if isinstance(reference, os.PathLike) else reference) \
             if reference is not None else ""
         if not before:
-            raise ApplyError(f"pruned model {problem}")
-        log.warning("the original model already %s; not a regression of pruning, so it is passed", before)
+            raise ApplyError(f"{what} {problem}")
+        log.warning("the original model already %s; not a regression, so it is passed", before)
     try:
         sess = session(source)
     except Exception as exc:  # onnxruntime raises its own exception types
@@ -194,7 +196,7 @@ def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
             log.warning("onnxruntime cannot load the original model either (%s); the result was "
                         "checked by the ONNX checker only", first)
             return []
-        raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+        raise ApplyError(f"{what} does not run in onnxruntime: {first}") from exc
     if feeds is None:
         from .feeds import plan_feeds
 
@@ -211,7 +213,7 @@ def _validate(source: onnx.ModelProto | str, model: onnx.ModelProto,
                     "the original model does not run on the generated inputs either "
                     f"({_first_line(ref_exc)}); give input sizes with --input-shape or real inputs "
                     "with --calib") from exc
-        raise ApplyError(f"pruned model does not run in onnxruntime: {first}") from exc
+        raise ApplyError(f"{what} does not run in onnxruntime: {first}") from exc
 
 
 def _loads(model: ModelLike) -> bool:

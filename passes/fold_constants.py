@@ -21,7 +21,7 @@ from .base import InPlacePass, PassResult
 from .registry import register
 from .shape_inference import infer_shapes
 
-__all__ = ["FoldConstants", "fold_constants"]
+__all__ = ["FoldConstants", "flatten_constant_ifs", "fold_constants"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,49 @@ def _restore_outputs(graph: gs.Graph) -> int:
     return fixed
 
 
+def _branch_inlinable(branch: gs.Graph) -> bool:
+    """Whether every output of ``branch`` is one distinct output of one of its own nodes."""
+    outs = branch.outputs
+    own = {id(t) for n in branch.nodes for t in n.outputs}
+    return len({id(t) for t in outs}) == len(outs) and all(id(t) in own for t in outs)
+
+
+def flatten_constant_ifs(graph: gs.Graph) -> int:
+    """Replaces each ``If`` whose condition is a constant by the nodes of the branch it takes.
+
+    Nested graphs are flattened first. A branch that hands on an outer tensor, a constant or one
+    tensor twice as its outputs is left as an ``If``: splicing it in would leave an ``If`` output
+    with no producer.
+    """
+    done = 0
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                done += flatten_constant_ifs(value)
+    index = 0
+    while index < len(graph.nodes):
+        node = graph.nodes[index]
+        if node.op == "If" and node.inputs and isinstance(node.inputs[0], gs.Constant):
+            cond = bool(node.inputs[0].values.reshape(-1)[0])
+            branch = node.attrs["then_branch" if cond else "else_branch"]
+            if _branch_inlinable(branch) and len(branch.outputs) == len(node.outputs):
+                for tensor in branch._local_tensors().values():
+                    tensor.name += f"_inlined_{index}_{branch.name}"
+                # clearing a tensor's producer also drops it from that node's outputs: pair them first
+                for node_out, branch_out in list(zip(node.outputs, branch.outputs, strict=True)):
+                    node_out.inputs.clear()
+                    producer = branch_out.inputs[0]
+                    slot = next(i for i, t in enumerate(producer.outputs) if t is branch_out)
+                    producer.outputs[slot] = node_out
+                del graph.nodes[index]
+                graph.nodes[index:index] = branch.nodes
+                index += len(branch.nodes)
+                done += 1
+                continue
+        index += 1
+    return done
+
+
 def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shapes: bool = True) -> bool:
     """Folds ``graph`` in place; returns whether any node was removed."""
     from onnx_graphsurgeon.logger import G_LOGGER
@@ -59,15 +102,16 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
         graph.fold_constants(
             fold_shapes=fold_shapes,
             error_ok=True,
+            flatten_subgraphs=False,  # its flattening can orphan If outputs; ours below cannot
             size_threshold=size_threshold,
             should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs),
         )
-        if _restore_outputs(graph):
+        if flatten_constant_ifs(graph) | _restore_outputs(graph):
             graph.toposort()
         graph.cleanup(remove_unused_graph_inputs=False)
     finally:
         G_LOGGER.severity = before
-        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
+        ort.set_default_logger_severity(4)  # silent again, as every session of the tool is
     return len(graph.nodes) < n_before
 
 

@@ -210,3 +210,53 @@ def test_no_native_onnxruntime_lines_reach_the_terminal(tmp_path: Path):
         assert proc.returncode == code, proc.stderr
         assert not re.search(r"\[[EWIV]:onnxruntime|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", proc.stderr), proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 1
+
+
+# ------------------------------------------------------------------------------ optimize
+
+
+def test_flattening_a_constant_if_keeps_every_output_produced(tmp_path: Path, capsys):
+    """A constant If with several outputs (a VAD decoder's nested If) stays valid after optimize."""
+    src = _save(tmp_path, "constant_if_passthrough")
+    out = tmp_path / "opt.onnx"
+    before = _sha(src)
+    assert main(["optimize", str(src), "-o", str(out)]) == 0
+    onnx.checker.check_model(str(out), full_check=True)
+    feeds = plan_feeds(onnx.load(src)).require().make(seed=1)
+    want = verify.session(str(src)).run(None, feeds)
+    got = verify.session(str(out)).run(None, feeds)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    assert _sha(src) == before
+
+
+def test_flatten_constant_ifs_binds_every_output_of_the_spliced_branch():
+    import onnx_graphsurgeon as gs
+    from onnxprune.passes.fold_constants import flatten_constant_ifs
+
+    graph = gs.import_onnx(R.constant_if_passthrough())
+    assert flatten_constant_ifs(graph) == 2  # the outer If and the one inside its branch
+    assert "If" not in [n.op for n in graph.nodes]
+    assert all(len(t.inputs) == 1 for n in graph.nodes for t in n.inputs if isinstance(t, gs.Variable)
+               and t.name != "x")
+    graph.toposort()
+    model = gs.export_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_optimize_never_writes_a_model_the_checker_rejects(tmp_path: Path, capsys, monkeypatch):
+    """If a pass breaks the graph, optimize refuses with one line and writes nothing."""
+    from onnxprune.passes import fold_constants as F
+
+    def broken(graph, size_threshold=None, fold_shapes=True):  # noqa: ANN001, ARG001
+        import onnx_graphsurgeon as gs
+
+        graph.nodes[-1].inputs[0] = gs.Variable("produced_nowhere", dtype=np.float32)
+        return True
+
+    monkeypatch.setattr(F, "fold_constants", broken)
+    src = _save(tmp_path, "dynamic_hw_detector")
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(src), "-o", str(out), "--passes", "fold-constants"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and not out.exists()
+    assert len(err) == 1 and "optimized model" in err[0]
