@@ -26,6 +26,8 @@ __all__ = [
     "single_conv",
     "shapeless_output_cnn",
     "constant_if_passthrough",
+    "output_in_value_info",
+    "ort_unloadable",
 ]
 
 
@@ -318,3 +320,34 @@ def constant_if_passthrough(seed: int = 0) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", f, ["N", 3, 16, 16])
     y = helper.make_tensor_value_info("y", f, ["N", 4, 16, 16])
     return _model(nodes, [x], [y], inits)
+
+
+def output_in_value_info(seed: int = 0) -> onnx.ModelProto:
+    """``Conv -> Relu -> Conv`` whose output is listed again in ``value_info`` with no shape.
+
+    An older PyTorch export of a captcha CRNN does this; the output declares ``[N, 4, 16, 16]``
+    and the model passes the full checker, but an importer that reads ``value_info`` last
+    forgets the shape, and what it writes fails the checker.
+    """
+    m = shapeless_output_cnn(seed)
+    y = m.graph.output[0]
+    y.CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16, 16]))
+    vi = m.graph.value_info.add()
+    vi.name = "y"
+    vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    return m
+
+
+def ort_unloadable(seed: int = 0) -> onnx.ModelProto:
+    """``Conv -> Relu -> Conv -> com.microsoft::NoSuchKernel``: the checker accepts it, onnxruntime cannot load it.
+
+    Stands for the real models onnxruntime refuses while the checker passes them (training-only
+    ``Gradient`` ops, quantizer output at a too-old opset): pruning is still checked by the
+    checker, but nothing that needs onnxruntime on the original can run, and saying so is a
+    refusal, not an internal error.
+    """
+    m = shapeless_output_cnn(seed)
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, 16, 16]))
+    m.graph.node.append(helper.make_node("NoSuchKernel", ["y"], ["z"], name="mystery", domain="com.microsoft"))
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return m

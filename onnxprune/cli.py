@@ -44,7 +44,7 @@ from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import check_destination, load_proto, parse_input_shapes
 from .profile import profile
 from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
-from .verify import compare, make_feeds, session
+from .verify import compare, make_feeds, ort_message, session, user_session
 
 __all__ = ["main", "build_parser"]
 
@@ -76,7 +76,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME:D0,D1,...",
         help="fix the dimensions of a graph input with symbolic sizes, e.g. input:1,3,224,224 "
-        "(repeatable; unspecified symbolic dimensions are taken as 1)",
+        "(repeatable; sizes not given are chosen so the original model runs: its metadata, its "
+        "strides, then a ladder of sizes, each tried in onnxruntime)",
     )
     p.add_argument(
         "--prune-hidden",
@@ -202,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="MACs and parameters per node, per op type and per pruning group",
         description="Counts multiply-accumulates and parameters from static shapes (Conv, "
         "ConvTranspose, Gemm, MatMul including activation x activation products, pools and norms). "
-        "Symbolic input dimensions are taken as 1 unless fixed with --input-shape.",
+        "Symbolic input dimensions take sizes the model runs on (batch 1, image sides from "
+        "its metadata or strides, lengths from a ladder, each tried in onnxruntime) unless "
+        "fixed with --input-shape.",
     )
     pf.add_argument("model", help="input .onnx file")
     pf.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
@@ -542,7 +545,11 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     agreement = []
     if args.check:
         with console.status("comparing outputs…", spinner="dots") if not args.json else _null():
-            sess = session(args.model)
+            try:
+                sess = user_session(args.model)
+            except UsageError as exc:
+                raise UsageError(f"{exc}; {out} was written, but --check cannot compare it with the "
+                                 "original") from exc
             plan = res.model.feeds or plan_feeds(load_proto(args.model), _input_shapes(args), runnable=args.model)
             feeds = plan.require().make(seed=0, batch=2 if plan.batch_free else None)
             agreement = compare(sess, out, feeds)
@@ -1039,6 +1046,17 @@ COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "eval"
             "optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes}
 
 
+#: onnxruntime's exceptions that mean "this model (or its input) is not one I accept".
+_ORT_MODEL_ERRORS = frozenset({"InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
+                               "InvalidArgument"})
+
+
+def _model_refused_by_onnxruntime(exc: BaseException) -> bool:
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return False
+    return type(exc).__name__ in _ORT_MODEL_ERRORS or (type(exc).__name__ == "Fail" and "Load model from" in str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1066,6 +1084,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: one line, no traceback
         if args.debug:
             raise
+        if _model_refused_by_onnxruntime(exc):
+            fail(f"error: onnxruntime cannot load or run this model: {ort_message(exc)}")
+            return 2
         fail(f"internal error ({type(exc).__name__}): {exc} (rerun with --debug for details)")
         return 1
 

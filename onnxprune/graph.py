@@ -246,6 +246,22 @@ def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
             t.data_location = None
 
 
+def _restore_boundary_shapes(graph: gs.Graph, proto: onnx.ModelProto) -> None:
+    """Gives graph inputs and outputs back the shapes they declare.
+
+    Some exporters list a graph output again in ``value_info`` with its type but no shape;
+    onnx-graphsurgeon reads ``value_info`` after the outputs, so the declared shape would be
+    lost and the written model would fail the full checker.
+    """
+    declared = {vi.name: vi for vi in [*proto.graph.input, *proto.graph.output]}
+    for t in [*graph.inputs, *graph.outputs]:
+        vi = declared.get(t.name)
+        if vi is None or getattr(t, "shape", None) is not None or not vi.type.tensor_type.HasField("shape"):
+            continue
+        t.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                   for d in vi.type.tensor_type.shape.dim]
+
+
 def load(
     source: str | os.PathLike[str] | onnx.ModelProto | Model,
     input_shapes: dict[str, list[int]] | None = None,
@@ -282,6 +298,7 @@ def load(
     G_LOGGER.severity = G_LOGGER.ERROR  # bfloat16/float8 weights: gs warns it keeps the ONNX type
     try:
         graph = gs.import_onnx(proto)
+        _restore_boundary_shapes(graph, proto)
         _read_weights(graph, deferred)
     finally:
         G_LOGGER.severity = severity

@@ -73,7 +73,13 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
         )
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
-    if opset < MIN_OPSET or opset > newest:
+    if opset < MIN_OPSET:
+        raise UnsupportedModelError(
+            f"{where}: default-domain opset {opset} is older than {MIN_OPSET}, the oldest onnxprune "
+            f"and onnxruntime read; convert it first: onnx.version_converter.convert_version(model, "
+            f"{MIN_OPSET})"
+        )
+    if opset > newest:
         raise UnsupportedModelError(
             f"{where}: default-domain opset {opset} is outside the supported range "
             f"{MIN_OPSET}..{newest}"

