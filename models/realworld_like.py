@@ -28,6 +28,7 @@ __all__ = [
     "constant_if_passthrough",
     "output_in_value_info",
     "ort_unloadable",
+    "zipmap_classifier",
 ]
 
 
@@ -350,4 +351,33 @@ def ort_unloadable(seed: int = 0) -> onnx.ModelProto:
     m.graph.output[0].CopyFrom(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, 16, 16]))
     m.graph.node.append(helper.make_node("NoSuchKernel", ["y"], ["z"], name="mystery", domain="com.microsoft"))
     m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return m
+
+
+def zipmap_classifier(seed: int = 0, hidden: int = 16) -> onnx.ModelProto:
+    """``MatMul -> Relu -> MatMul -> ai.onnx.ml LinearClassifier -> ZipMap``, as converted scikit-learn pipelines end.
+
+    The second output is a sequence of maps (class -> probability), not a tensor: onnxruntime
+    returns a list of dicts, and the graph library writes such a value back as a tensor.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, 8, hidden), "w1"), numpy_helper.from_array(_w(rng, hidden, 6), "w2")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["a"], name="act"),
+        helper.make_node("MatMul", ["a", "w2"], ["f"], name="fc2"),
+        helper.make_node("LinearClassifier", ["f"], ["label", "prob"], name="clf", domain="ai.onnx.ml",
+                         coefficients=rng.standard_normal(18).round(3).tolist(), intercepts=[0.0, 0.1, -0.1],
+                         classlabels_ints=[0, 1, 2], post_transform="SOFTMAX"),
+        helper.make_node("ZipMap", ["prob"], ["probs"], name="zip", domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    label = helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])
+    scores = helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+    probs = helper.make_value_info("probs", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, scores)))
+    g = helper.make_graph(nodes, "g", [x], [label, probs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+                          ir_version=8)
+    m.producer_name = "onnxprune-models"
     return m

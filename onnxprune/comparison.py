@@ -151,6 +151,12 @@ class Comparison:
 
 
 def _output_stats(name: str, a: np.ndarray, b: np.ndarray) -> OutputStats:
+    from .verify import as_array, numeric
+
+    a, b = as_array(a), as_array(b)
+    if not (numeric(a) and numeric(b)):  # strings: how many elements agree
+        same = float(np.mean(a == b)) if a.size else 1.0
+        return OutputStats(name, tuple(a.shape), float(np.count_nonzero(a != b)), same, 1.0 - same, None)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     diff = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
     na, nb = np.linalg.norm(a64), np.linalg.norm(b64)

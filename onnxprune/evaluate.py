@@ -23,7 +23,7 @@ import numpy as np
 
 from .calibration import Calibration, Progress
 from .errors import UsageError, VerificationError
-from .verify import ModelLike, session
+from .verify import ModelLike, as_array, numeric, session
 
 __all__ = ["OutputFidelity", "Evaluation", "evaluate", "load_labels"]
 
@@ -103,11 +103,13 @@ def evaluate(
     label_out: str | None = None
     seen = 0
     for i, feeds in enumerate(data.batches):
-        oa, ob = s1.run(None, feeds), s2.run(None, feeds)
+        oa, ob = [as_array(o) for o in s1.run(None, feeds)], [as_array(o) for o in s2.run(None, feeds)]
         n = len(next(iter(feeds.values())))
         for name, a, b in zip(names, oa, ob):
             if a.shape != b.shape:
                 raise VerificationError(f"output '{name}' changed shape: {a.shape} -> {b.shape}")
+            if not (numeric(a) and numeric(b)):  # strings: agreement only
+                a, b = (a == b).astype(np.float64), np.ones(a.shape)
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
             st = acc[name]
             st["dot"] += float(np.sum(a64 * b64))

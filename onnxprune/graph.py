@@ -99,6 +99,9 @@ class Model:
     #: Inputs that fit the model, proven on it when it was loaded (:mod:`onnxprune.feeds`);
     #: their sizes are the sizes the analysis used.
     feeds: FeedPlan | None = field(default=None, repr=False, compare=False)
+    #: Types of values that are not tensors (sequences, maps, optionals: a classifier's ZipMap
+    #: output), which the graph library writes back as tensors; restored on export.
+    other_types: dict[str, onnx.TypeProto] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def analysis_shapes(self) -> dict[str, list[int]]:
@@ -125,6 +128,10 @@ class Model:
         """Exports the graph once, restoring opsets, IR version and metadata."""
         graph = self.graph
         model = gs.export_onnx(graph, do_type_check=False)
+        if self.other_types:
+            for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+                if vi.name in self.other_types:
+                    vi.type.CopyFrom(self.other_types[vi.name])
         model.ir_version = self.ir_version
         model.doc_string = self.doc_string
         model.model_version = self.model_version
@@ -246,6 +253,16 @@ def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
             t.data_location = None
 
 
+def _other_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Copies of the declared types that are not tensor types (see :attr:`Model.other_types`)."""
+    found: dict[str, onnx.TypeProto] = {}
+    for vi in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+            found[vi.name] = onnx.TypeProto()
+            found[vi.name].CopyFrom(vi.type)
+    return found
+
+
 def _restore_boundary_shapes(graph: gs.Graph, proto: onnx.ModelProto) -> None:
     """Gives graph inputs and outputs back the shapes they declare.
 
@@ -318,6 +335,7 @@ def load(
         doc_string=proto.doc_string,
         model_version=proto.model_version,
         feeds=feeds,
+        other_types=_other_types(proto),
     )
     del proto  # the weights now live only in the graph
     return model

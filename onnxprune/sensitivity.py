@@ -55,7 +55,7 @@ from .io import save_text
 from .plan import Plan, _summarize, group_removal
 from .reconstruct import consumer_cuts
 from .reconstruct import reconstruct as reconstruct_model
-from .verify import session
+from .verify import as_array, session
 
 __all__ = [
     "Calibration",
@@ -261,7 +261,7 @@ class Evaluator:
 
     def _run(self, proto: onnx.ModelProto) -> list[np.ndarray]:
         sess = session(proto, optimize=True, threads=self.threads)
-        return [np.asarray(o) for o in sess.run(None, self.calib.feeds)]
+        return [as_array(o) for o in sess.run(None, self.calib.feeds)]
 
     def pruned_proto(self, config: Sequence[int]) -> onnx.ModelProto:
         """The pruned model of ``config`` (not checked: the final choice is validated by ``prune``)."""

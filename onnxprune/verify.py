@@ -143,7 +143,33 @@ def make_feeds(
 
 def run(model: ModelLike | ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     sess = model if isinstance(model, ort.InferenceSession) else session(model)
-    return [np.asarray(o) for o in sess.run(None, feeds)]
+    return [as_array(o) for o in sess.run(None, feeds)]
+
+
+def as_array(value: Any) -> np.ndarray:
+    """An onnxruntime output as an array that can be compared.
+
+    Tensors are returned as they are; a sequence of maps (a classifier's ``ZipMap`` scores)
+    becomes a ``[items, keys]`` array of the values in key order; a sequence of tensors is
+    stacked when their shapes agree and concatenated flat when they do not.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return np.asarray([[v[k] for k in sorted(v)] for v in value])
+        if value and all(isinstance(v, np.ndarray) for v in value):
+            if len({v.shape for v in value}) == 1:
+                return np.stack(value)
+            return np.concatenate([v.reshape(-1) for v in value])
+    if isinstance(value, dict):
+        return np.asarray([value[k] for k in sorted(value)])
+    return np.asarray(value)
+
+
+def numeric(a: np.ndarray) -> bool:
+    """Whether ``a`` holds numbers (differences and cosines mean something)."""
+    return a.dtype.kind in "biufc"
 
 
 #: Above this many bytes of weights a model is validated from a temporary file with external
@@ -284,6 +310,7 @@ def compare(
             diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
         else:
             diff = float(np.count_nonzero(a != b))
-        out.append(OutputAgreement(name, tuple(a.shape), diff, _cosine(a, b)))
+        cos = _cosine(a, b) if numeric(a) and numeric(b) else float(np.mean(a == b)) if a.size else 1.0
+        out.append(OutputAgreement(name, tuple(a.shape), diff, cos))
     return out
 

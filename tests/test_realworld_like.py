@@ -285,3 +285,25 @@ def test_a_model_onnxruntime_cannot_load_is_refused_in_one_line(tmp_path: Path, 
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("onnxprune")]
     assert rc == 2
     assert len(err) == 1 and "onnxruntime cannot load" in err[0] and "internal error" not in err[0]
+
+
+@pytest.mark.parametrize("argv", [["prune", "--ratio", "0.5", "--check"],
+                                  ["prune", "--ratio", "0.5", "--criterion", "wanda", "--calib", "random",
+                                   "--reconstruct"],
+                                  ["optimize", "--check"]])
+def test_a_sequence_of_maps_output_keeps_its_type(tmp_path: Path, argv: list[str], capsys):
+    """A ZipMap output (list of dicts in onnxruntime) is compared by value and written with its type."""
+    src = _save(tmp_path, "zipmap_classifier")
+    out = tmp_path / "out.onnx"
+    assert main([argv[0], str(src), "-o", str(out), *argv[1:]]) == 0
+    onnx.checker.check_model(str(out), full_check=True)
+    written = onnx.load(out).graph.output[1].type
+    assert written == onnx.load(src).graph.output[1].type
+    feeds = plan_feeds(onnx.load(src)).require().make(seed=2)
+    a, b = verify.run(str(src), feeds), verify.run(str(out), feeds)
+    assert a[1].shape == b[1].shape == (feeds["x"].shape[0], 3)
+    if argv[0] == "optimize":
+        np.testing.assert_allclose(b[1], a[1], rtol=1e-5)
+    else:  # channels were removed: the hidden layer is narrower
+        dims = {t.name: list(t.dims) for t in onnx.load(out).graph.initializer}
+        assert dims["w1"][1] < 16
