@@ -314,6 +314,23 @@ def _channel_hint(uses: _Uses, name: str, rank: int) -> dict[int, int]:
     return hints
 
 
+def _rank_from_use(uses: _Uses, name: str) -> int | None:
+    """The rank an input without a declared shape must have, read off the op that consumes it.
+
+    A Conv (or ConvTranspose) taking it as data fixes it to its weight's rank; a Gemm to 2.
+    """
+    for node, i, d in uses.forward(name, depth=1):
+        if d != 0 or i != 0:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            w = uses.table_dims(node.input[1])
+            if w:
+                return len(w)
+        if node.op_type == "Gemm":
+            return 2
+    return None
+
+
 def _total_stride(model: onnx.ModelProto, start: str) -> int:
     """Largest product of strides of the convolutions and pools along any path from ``start``."""
     factor: dict[str, int] = {start: 1}
@@ -410,6 +427,9 @@ def plan_feeds(
                              "which onnxprune cannot generate") from None
         dims = _declared(vi)
         given = input_shapes.get(vi.name)
+        if dims is None and given is None:
+            rank = _rank_from_use(uses, vi.name)
+            dims = [None] * rank if rank else None
         if dims is None:
             if given is None:
                 raise UsageError(f"graph input '{vi.name}' has no shape information; give its size "

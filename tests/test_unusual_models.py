@@ -16,6 +16,7 @@ from models.zoo import ZOO
 from onnxprune import api, verify
 from onnxprune.depgraph import build_depgraph
 from onnxprune.errors import UsageError
+from onnxprune.feeds import plan_feeds
 from onnxprune.graph import load
 from onnxprune.plan import plan_from_channels
 from onnxprune.testing import choose_channels, kill_channels
@@ -252,13 +253,23 @@ def _lossless_fixed(model, shape):
     return res
 
 
-def test_input_without_shape_needs_and_takes_input_shape():
+def test_input_without_shape_takes_its_rank_from_the_conv_or_input_shape():
     model = U.no_shape_input_cnn()
-    with pytest.raises(UsageError, match="no shape information.*--input-shape input:"):
-        api.analyze(model)
+    plan = plan_feeds(model).require()  # the Conv that reads it says: rank 4, 3 channels
+    assert len(plan.shapes()["input"]) == 4 and plan.shapes()["input"][1] == 3
+    assert api.analyze(model).prunable_macs_share > 0
     res = _lossless_fixed(model, [2, 3, 8, 8])
     assert _inits(res.proto)["a.w1"].dims[0] < 10
     assert not res.proto.graph.input[0].type.tensor_type.HasField("shape")  # interface unchanged
+
+
+def test_input_without_shape_or_a_reader_that_tells_its_rank_is_refused():
+    model = U.no_shape_input_cnn()
+    model.graph.node.insert(0, onnx.helper.make_node("Relu", ["input"], ["input_r"], name="pre"))
+    for n in model.graph.node[1:]:
+        n.input[:] = ["input_r" if t == "input" else t for t in n.input]
+    with pytest.raises(UsageError, match="no shape information.*--input-shape input:"):
+        api.analyze(model)
 
 
 def test_input_with_symbolic_channels_takes_input_shape():
