@@ -353,8 +353,8 @@ def fetch_export(name: str) -> Path:
 
 
 def _cli() -> list[str]:
-    exe = Path(sys.executable).with_name("onnxprune")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "onnxprune"]
+    """The console tool of this checkout (``PYTHONPATH`` is set to it when commands run)."""
+    return [sys.executable, "-m", "onnxprune"]
 
 
 COMMANDS: dict[str, list[str]] = {
@@ -412,7 +412,8 @@ def _traits(model: onnx.ModelProto) -> str:
         traits.append("RNN")
     if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}:
         traits.append("quantized")
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+    constants = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in [*model.graph.initializer, *constants]):
         traits.append("fp16")
     if ops & {"STFT", "DFT"}:
         traits.append("STFT")
@@ -515,7 +516,8 @@ def _judge_output(
 def _run_command(command: str, model: Path, work: Path, ref, original_checker: str) -> tuple[Outcome, str]:  # noqa: ANN001
     out = work / f"{command.replace(' ', '_')}.onnx"
     argv = _cli() + [a.format(model=model, out=out) for a in COMMANDS[command]]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
