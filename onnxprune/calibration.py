@@ -153,22 +153,52 @@ def _array_feed(path: Path, inputs: list[InputInfo], optional: frozenset[str] = 
     names = [i.name for i in inputs]
     required = [i for i in inputs if i.name not in optional]
     if isinstance(data, np.ndarray):
-        if len(required) == 1 and len(inputs) > 1:
-            return {required[0].name: _as_batch(data, required[0], str(path))}
-        if len(inputs) != 1:
-            raise UsageError(f"{path}: a .npy feeds one input, but the model has {len(inputs)} "
-                             f"({', '.join(names)}); use .npz with one key per input")
-        return {inputs[0].name: _as_batch(data, inputs[0], str(path))}
-    with data:
-        keys = [k for k in data.files if k != "labels"]
-        if len(inputs) == 1 and len(keys) == 1:
-            return {inputs[0].name: _as_batch(data[keys[0]], inputs[0], f"{path}[{keys[0]}]")}
-        if len(required) == 1 and len(keys) == 1 and keys[0] not in names:
-            return {required[0].name: _as_batch(data[keys[0]], required[0], f"{path}[{keys[0]}]")}
-        missing = [n for n in names if n not in keys and n not in optional]
-        if missing:
-            raise UsageError(f"{path}: no array for input(s) {', '.join(missing)} (keys: {', '.join(keys)})")
-        return {i.name: _as_batch(data[i.name], i, f"{path}[{i.name}]") for i in inputs if i.name in keys}
+        return _checked_file(path, data, inputs, required, names)
+    try:
+        with data:
+            keys = [k for k in data.files if k != "labels"]
+            arrays = {k: data[k] for k in keys}
+    except Exception as exc:  # pickled object arrays, truncated members
+        reason = "it holds pickled objects, which are never loaded" if "allow_pickle" in str(exc) else str(exc)
+        raise UsageError(f"{path}: cannot read as .npz ({reason})") from exc
+    return _checked_npz(path, arrays, inputs, required, names, optional)
+
+
+def _finite(arr: np.ndarray, where: str) -> np.ndarray:
+    """``arr`` if it holds numbers and no NaN/Inf; calibration refuses the rest (they poison statistics)."""
+    if arr.dtype.kind not in "biufc":
+        raise UsageError(f"{where}: arrays of dtype {arr.dtype} cannot feed a model; save numbers")
+    if arr.dtype.kind in "fc":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise UsageError(f"{where}: {bad} of {arr.size} values are NaN or infinite; calibration needs "
+                             "finite inputs (fix or leave out this sample)")
+    return arr
+
+
+def _checked_file(path: Path, data: np.ndarray, inputs: list[InputInfo], required: list[InputInfo],
+                  names: list[str]) -> dict[str, np.ndarray]:
+    data = _finite(data, str(path))
+    if len(required) == 1 and len(inputs) > 1:
+        return {required[0].name: _as_batch(data, required[0], str(path))}
+    if len(inputs) != 1:
+        raise UsageError(f"{path}: a .npy feeds one input, but the model has {len(inputs)} "
+                         f"({', '.join(names)}); use .npz with one key per input")
+    return {inputs[0].name: _as_batch(data, inputs[0], str(path))}
+
+
+def _checked_npz(path: Path, data: dict[str, np.ndarray], inputs: list[InputInfo], required: list[InputInfo],
+                 names: list[str], optional: frozenset[str]) -> dict[str, np.ndarray]:
+    data = {k: _finite(v, f"{path}[{k}]") for k, v in data.items()}
+    keys = list(data)
+    if len(inputs) == 1 and len(keys) == 1:
+        return {inputs[0].name: _as_batch(data[keys[0]], inputs[0], f"{path}[{keys[0]}]")}
+    if len(required) == 1 and len(keys) == 1 and keys[0] not in names:
+        return {required[0].name: _as_batch(data[keys[0]], required[0], f"{path}[{keys[0]}]")}
+    missing = [n for n in names if n not in keys and n not in optional]
+    if missing:
+        raise UsageError(f"{path}: no array for input(s) {', '.join(missing)} (keys: {', '.join(keys)})")
+    return {i.name: _as_batch(data[i.name], i, f"{path}[{i.name}]") for i in inputs if i.name in keys}
 
 
 def _image_feed(path: Path, inputs: list[InputInfo], spec: ImageSpec) -> dict[str, np.ndarray]:
@@ -327,6 +357,16 @@ def _complete(feed: dict[str, np.ndarray], plan: FeedPlan, k: int) -> dict[str, 
     return out
 
 
+def _same_count(feed: dict[str, np.ndarray], stacked: dict[str, int], k: int) -> dict[str, np.ndarray]:
+    """``feed`` if every input that carries samples holds the same number of them."""
+    counts = {n: int(v.shape[stacked[n]]) for n, v in feed.items() if n in stacked and v.ndim > stacked[n]}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"'{n}' {c}" for n, c in counts.items())
+        raise UsageError(f"calibration sample {k + 1}: its inputs hold different numbers of samples ({listed}); "
+                         "give every input the same count")
+    return feed
+
+
 def load_calibration(
     source: str | Path | Iterable[dict[str, np.ndarray]] | Calibration,
     model: onnx.ModelProto | Model,
@@ -387,11 +427,12 @@ def load_calibration(
             for k, feed in enumerate(it):
                 if not set(feed) <= names or not names - set(feed) <= optional:
                     raise UsageError(f"calibration feed {k} has keys {sorted(feed)}, the model needs {sorted(names)}")
-                yield {n: _as_batch(np.asarray(v), by_name[n], f"calibration feed {k}") for n, v in feed.items()}
+                yield {n: _as_batch(_finite(np.asarray(v), f"calibration feed {k}, input '{n}'"), by_name[n],
+                                    f"calibration feed {k}") for n, v in feed.items()}
 
         feeds = check(source)
         kind = "data"
-    feeds = (_complete(f, plan, k) for k, f in enumerate(feeds))
+    feeds = (_complete(_same_count(f, stacked, k), plan, k) for k, f in enumerate(feeds))
     batches, total = _rebatch(feeds, n_samples, batch_size, stacked)
     if total == 0:
         raise UsageError("calibration data holds no samples")

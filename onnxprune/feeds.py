@@ -438,6 +438,10 @@ def plan_feeds(
         if given is not None and len(given) != len(dims):
             raise UsageError(f"--input-shape for '{vi.name}' has {len(given)} dimensions, the model's "
                              f"input has {len(dims)}")
+        for axis, (want, got) in enumerate(zip(dims, given or [])):
+            if isinstance(want, int) and want > 0 and got != want:
+                raise UsageError(f"--input-shape gives '{vi.name}' size {got} on axis {axis}, which the model "
+                                 f"fixes at {want} (shape {['?' if not isinstance(d, int) or d <= 0 else d for d in dims]})")
         declared[vi.name] = dims
         spec = InputSpec(vi.name, dtype, dims, [d if isinstance(d, int) else 0 for d in dims])
         numel_static = all(d == 1 for d in dims)  # a scalar, or one element of any rank

@@ -10,6 +10,7 @@ target.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -42,6 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 7
+#: The most elements one generated input may have (1 GiB of float32): sizes past it are typos.
+MAX_INPUT_ELEMENTS = 1 << 28
 #: Above this many bytes of weights a model is written with its tensors in an external file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 #: Initializers with at most this many elements stay in the shape-inference skeleton (they are
@@ -533,9 +536,17 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
         if not sep or not name:
             raise UsageError(f"bad --input-shape '{spec}': expected name:1,3,224,224")
         try:
-            out[name] = [int(d) for d in dims.split(",") if d.strip()]
+            shape = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
             raise UsageError(f"bad --input-shape '{spec}': dimensions must be integers") from None
+        if name in out:
+            raise UsageError(f"--input-shape gives '{name}' twice")
+        if any(d < 1 for d in shape):
+            raise UsageError(f"bad --input-shape '{spec}': every dimension must be at least 1")
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise UsageError(f"bad --input-shape '{spec}': {math.prod(shape):,} elements in one input is more "
+                             f"than onnxprune feeds (at most {MAX_INPUT_ELEMENTS:,})")
+        out[name] = shape
     return out
 
 
