@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from .console import main
 
 if __name__ == "__main__":  # worker processes of `search --workers` import this module again
     sys.exit(main())

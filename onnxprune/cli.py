@@ -36,6 +36,7 @@ from .api import analyze, prune
 from .bench import BenchResult, benchmark, interleaved_latency, resolve_eps, short_ep
 from .calibration import ImageSpec, load_calibration
 from .comparison import compare_models, file_size
+from .console import Terminated
 from .errors import OnnxPruneError, UsageError
 from .evaluate import evaluate, load_labels
 from .feeds import plan_feeds
@@ -1078,9 +1079,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         fail(f"error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        fail("interrupted; nothing was written")
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        from .io import WRITTEN
+
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        done = [str(p) for p in WRITTEN if p.exists()]
+        fail(f"{what}; " + (f"already written: {', '.join(done)}; nothing else" if done else "nothing was written"))
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except Exception as exc:  # the last line of defence: one line, no traceback
         if args.debug:
             raise

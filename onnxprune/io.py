@@ -43,6 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 7
+#: Every model file this process has written (in order), for what an interruption reports.
+WRITTEN: list[Path] = []
 #: The most elements one generated input may have (1 GiB of float32): sizes past it are typos.
 MAX_INPUT_ELEMENTS = 1 << 28
 #: Above this many bytes of weights a model is written with its tensors in an external file.
@@ -502,6 +504,7 @@ def save_proto(
         else:
             onnx.save_model(model, str(tmp_model))
         os.replace(tmp_model, resolved)
+        WRITTEN.append(target)
     except OSError as exc:
         raise ModelSaveError(f"{target}: write failed: {exc.strerror or exc}") from exc
     finally:

@@ -91,3 +91,39 @@ def test_a_clean_folder_still_calibrates(tmp_path: Path, detector: Path, capsys)
     assert main(["prune", str(detector), "-o", str(out), "--calib", str(data), *CALIBRATED]) == 0
     w = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
     assert all(np.isfinite(v).all() for v in w.values() if v.dtype.kind == "f")
+
+
+# ------------------------------------------------------------------------------ interruption
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.2, 2.4])  # after the interpreter itself started
+def test_a_signal_at_any_moment_leaves_nothing_behind(tmp_path: Path, detector: Path, sig: str, delay: float):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "small.onnx"
+    env = dict(os.environ, TMPDIR=str(tmp))
+    argv = [sys.executable, "-m", "onnxprune", "prune", str(detector), "-o", str(out), "--ratio", "0.5",
+            "--criterion", "wanda", "--calib", "random", "--reconstruct", "--check"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(delay)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (0, 130, 143, -2, -15) or proc.returncode == 2, (proc.returncode, err)
+    assert not list(out_dir.glob(".onnxprune-*")), "temporary folder left beside the output"
+    # onnxruntime keeps a session-id file (.ses) in the temp folder on import; the rest is ours
+    assert not [p for p in tmp.iterdir() if p.name != ".ses"], "files left in the temporary folder"
+    if out.exists():  # written means complete and valid, and the message says so
+        onnx.checker.check_model(str(out), full_check=True)
+        assert proc.returncode == 0 or "already written" in err, err
+    else:
+        assert proc.returncode != 0 and "nothing was written" in err or proc.returncode < 0, err
