@@ -29,6 +29,7 @@ __all__ = [
     "output_in_value_info",
     "ort_unloadable",
     "zipmap_classifier",
+    "weights_from_constant_of_shape",
 ]
 
 
@@ -381,3 +382,28 @@ def zipmap_classifier(seed: int = 0, hidden: int = 16) -> onnx.ModelProto:
                           ir_version=8)
     m.producer_name = "onnxprune-models"
     return m
+
+
+def weights_from_constant_of_shape(channels: int = 128) -> onnx.ModelProto:
+    """Conv weights made at run time by ``ConstantOfShape``, as the onnx wheel's weight-free zoo graphs do.
+
+    The file is a few kilobytes; folding every ``ConstantOfShape`` would store megabytes of
+    identical values (a 9 kB VGG-19 became 513 MB).
+    """
+    c = channels
+
+    def filled(name: str, shape: list[int], value: float) -> list[onnx.NodeProto]:
+        return [helper.make_node("ConstantOfShape", [f"{name}.shape"], [name], name=f"{name}.make",
+                                 value=numpy_helper.from_array(np.array([value], np.float32)))]
+
+    inits = [_i64("w1.shape", [c, 3, 3, 3]), _i64("w2.shape", [c, c, 3, 3]), _i64("w3.shape", [4, c, 3, 3])]
+    p = [1, 1, 1, 1]
+    nodes = [*filled("w1", [c, 3, 3, 3], 0.05), *filled("w2", [c, c, 3, 3], 0.002), *filled("w3", [4, c, 3, 3], 0.01),
+             helper.make_node("Conv", ["x", "w1"], ["h1"], name="c1", pads=p),
+             helper.make_node("Relu", ["h1"], ["a1"], name="r1"),
+             helper.make_node("Conv", ["a1", "w2"], ["h2"], name="c2", pads=p),
+             helper.make_node("Relu", ["h2"], ["a2"], name="r2"),
+             helper.make_node("Conv", ["a2", "w3"], ["y"], name="c3", pads=p)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])
+    return _model(nodes, [x], [y], inits)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph import Model
+from onnxprune.graph import Model, const_value
 
 from .base import InPlacePass, PassResult
 from .registry import register
@@ -86,6 +87,70 @@ def flatten_constant_ifs(graph: gs.Graph) -> int:
     return done
 
 
+#: A folded result may be larger than the constants it is computed from by this share of the
+#: model's weights (at least :data:`MIN_SLACK_BYTES`): shape vectors and small tables still fold.
+GROWTH_SHARE = 0.01
+MIN_SLACK_BYTES = 1 << 10
+
+
+def _nbytes(t: gs.Tensor) -> int | None:
+    if isinstance(t, gs.Constant):
+        return int(t.values.nbytes)
+    value = const_value(t)
+    if value is not None:
+        return int(value.nbytes)
+    return None
+
+
+def _output_bytes(node: gs.Node) -> int | None:
+    """Bytes the outputs of ``node`` would take as initializers, if they can be told beforehand."""
+    total = 0
+    for i, out in enumerate(node.outputs):
+        shape = out.shape
+        if node.op == "ConstantOfShape" and i == 0:
+            dims = const_value(node.inputs[0]) if node.inputs else None
+            shape = None if dims is None else [int(d) for d in np.asarray(dims).reshape(-1)]
+        elif node.op in ("Expand", "Tile") and i == 0 and len(node.inputs) > 1:
+            arg = const_value(node.inputs[1])
+            src = node.inputs[0].shape
+            if arg is not None and src is not None and all(isinstance(d, int) for d in src):
+                arg = [int(d) for d in np.asarray(arg).reshape(-1)]
+                if node.op == "Tile" and len(arg) == len(src):
+                    shape = [a * b for a, b in zip(src, arg, strict=True)]
+                elif node.op == "Expand":
+                    try:
+                        shape = list(np.broadcast_shapes(tuple(src), tuple(arg)))
+                    except ValueError:
+                        shape = None
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return None
+        dtype = out.dtype if out.dtype is not None else (node.inputs[0].dtype if node.inputs else None)
+        try:
+            itemsize = np.dtype(dtype).itemsize if dtype is not None else 4
+        except TypeError:
+            itemsize = 4
+        total += int(np.prod(shape, dtype=np.int64)) * itemsize
+    return total
+
+
+def _grows(node: gs.Node, slack: int) -> bool:
+    """Whether folding ``node`` would store much more than the constants it reads.
+
+    ``ConstantOfShape``/``Expand``/``Tile`` of a few bytes into megabytes of weights, a ``Cast``
+    of float16 weights to float32, a ``DequantizeLinear`` of int8 weights: folding them makes
+    the file bigger (by orders of magnitude for weight-free zoo graphs), so they stay ops.
+    """
+    out = _output_bytes(node)
+    if out is None or out <= slack:
+        return False
+    sizes = [_nbytes(t) for t in node.inputs if t.name]
+    return out > sum(b for b in sizes if b is not None) + slack
+
+
+def _weight_bytes(graph: gs.Graph) -> int:
+    return sum(int(t.values.nbytes) for t in graph.tensors().values() if isinstance(t, gs.Constant))
+
+
 def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shapes: bool = True) -> bool:
     """Folds ``graph`` in place; returns whether any node was removed."""
     from onnx_graphsurgeon.logger import G_LOGGER
@@ -97,6 +162,7 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
     before = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR  # the folder logs every node it leaves alone
     ort.set_default_logger_severity(3)  # and its onnxruntime sessions warn about their own rewrites
+    slack = max(MIN_SLACK_BYTES, int(GROWTH_SHARE * _weight_bytes(graph)))
     try:
         graph.toposort()
         graph.fold_constants(
@@ -104,7 +170,7 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
             error_ok=True,
             flatten_subgraphs=False,  # its flattening can orphan If outputs; ours below cannot
             size_threshold=size_threshold,
-            should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs),
+            should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs) or _grows(n, slack),
         )
         if flatten_constant_ifs(graph) | _restore_outputs(graph):
             graph.toposort()

@@ -307,3 +307,26 @@ def test_a_sequence_of_maps_output_keeps_its_type(tmp_path: Path, argv: list[str
     else:  # channels were removed: the hidden layer is narrower
         dims = {t.name: list(t.dims) for t in onnx.load(out).graph.initializer}
         assert dims["w1"][1] < 16
+
+
+def test_optimize_does_not_store_what_constant_of_shape_makes(tmp_path: Path, capsys):
+    src = _save(tmp_path, "weights_from_constant_of_shape")
+    out = tmp_path / "opt.onnx"
+    assert main(["optimize", str(src), "-o", str(out), "--check"]) == 0
+    assert out.stat().st_size <= 1.05 * src.stat().st_size + 1024  # not 600 kB of repeated values
+    feeds = plan_feeds(onnx.load(src)).require().make(seed=0)
+    np.testing.assert_allclose(verify.run(str(out), feeds)[0], verify.run(str(src), feeds)[0], rtol=1e-5)
+
+
+def test_folding_still_stores_results_no_bigger_than_their_inputs():
+    import onnx_graphsurgeon as gs
+    from onnxprune.passes.fold_constants import fold_constants
+
+    m = R.dynamic_hw_detector()
+    w = next(t for t in m.graph.initializer if t.name == "c2.w")
+    # the weight reaches its Conv through a Transpose pair: folding stores it once, same size
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w).transpose(1, 0, 2, 3).copy(), "c2.wt"))
+    m.graph.node.insert(0, onnx.helper.make_node("Transpose", ["c2.wt"], ["c2.w"], perm=[1, 0, 2, 3]))
+    graph = gs.import_onnx(m)
+    fold_constants(graph)
+    assert "Transpose" not in [n.op for n in graph.nodes]

@@ -15,8 +15,8 @@ model then goes through five commands, each in its own process so that what a us
 
 and every output is checked like the tests check theirs: the ONNX checker (a failure the
 original shares is not counted), onnxruntime loads and runs it on a feed the original runs on,
-the graph outputs keep their names and shapes, ``optimize`` keeps the outputs' values, and the
-input file is byte-for-byte unchanged. A command *fails* when it exits with anything but 0 or
+the graph outputs keep their names and shapes, ``optimize`` keeps the outputs' values, no
+output is more than 5 % larger than its input, and the input file is byte-for-byte unchanged. A command *fails* when it exits with anything but 0 or
 2, prints a traceback, says "internal error", lets onnxruntime's native log reach stderr, or
 writes an invalid model; exit 2 is a *refusal*, counted apart, with its one-line reason.
 
@@ -444,6 +444,11 @@ def _reference(model: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, np.
         return None, None, str(exc).splitlines()[0][:160]
 
 
+def _file_bytes(path: Path) -> int:
+    data = Path(str(path) + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
 def _loads(path: Path) -> bool:
     try:
         _session(path)
@@ -472,6 +477,9 @@ def _judge_output(
     """Empty if ``out`` is a valid stand-in for ``model``, else why not."""
     if not out.exists():
         return "exit 0 but no output file"
+    size_in, size_out = _file_bytes(model), _file_bytes(out)
+    if size_out > 1.05 * size_in + 4096:
+        return f"the output is larger than the input ({size_out:,} bytes against {size_in:,})"
     err = _checker_error(out)
     if err and not original_checker:
         return f"checker: {err}"
@@ -615,7 +623,8 @@ def report(rows: list[Row], argv: list[str]) -> str:
         "wanda --calib random --reconstruct --calib-samples 32 --batch-size 8`) and `optimize`, every",
         "command in its own process. Every output is checked: ONNX checker (a failure the original shares",
         "is not counted), onnxruntime loads it and runs it on a feed the original runs on, same output",
-        "names and shapes, `optimize` keeps the values, and the input file is unchanged. **FAIL** is an",
+        "names and shapes, `optimize` keeps the values, no output is over 5 % larger than its input,",
+        "and the input file is unchanged. **FAIL** is an",
         "exit other than 0 and 2, a traceback, an internal error, onnxruntime's native log on stderr, or",
         "an invalid output; *refused* is exit 2 with a one-line reason (listed below the table).",
         "",
