@@ -459,7 +459,7 @@ def _loads(path: Path) -> bool:
 
 def _checker_error(path: Path) -> str:
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(str(path), full_check=True)
         return ""
     except Exception as exc:  # noqa: BLE001
         return str(exc).strip().splitlines()[0][:160]
