@@ -30,6 +30,7 @@ __all__ = [
     "ort_unloadable",
     "zipmap_classifier",
     "weights_from_constant_of_shape",
+    "branches_share_a_weight",
 ]
 
 
@@ -407,3 +408,39 @@ def weights_from_constant_of_shape(channels: int = 128) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])
     return _model(nodes, [x], [y], inits)
+
+
+def branches_share_a_weight(seed: int = 0, hidden: int = 16) -> onnx.ModelProto:
+    """``Conv -> Relu -> Conv`` then an ``If`` on a scalar input whose two branches read one big outer weight.
+
+    Silero VAD v5 keeps one LSTM for 8 and 16 kHz and reads its weights from both branches of
+    the ``If`` on the sample rate; written back naively, each branch gets its own copy.
+    """
+    rng = np.random.default_rng(seed)
+    big = 256
+    inits = [numpy_helper.from_array(_w(rng, hidden, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, hidden), "c1.b"),
+             numpy_helper.from_array(_w(rng, 4, hidden, 3, 3), "c2.w"),
+             numpy_helper.from_array(_w(rng, 16, big), "shared.w"), _i64("flat", [1, 1024])]
+    p = [1, 1, 1, 1]
+    f = TensorProto.FLOAT
+
+    def branch(name: str, scale: float) -> onnx.GraphProto:
+        nodes = [helper.make_node("MatMul", ["rows", "shared.w"], [f"{name}_m"], name=f"{name}_mm"),
+                 helper.make_node("Mul", [f"{name}_m", f"{name}_s"], [f"{name}_out"], name=f"{name}_mul")]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", f, None)],
+                                 [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s")])
+
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=p),
+             helper.make_node("Relu", ["h"], ["a"], name="act"),
+             helper.make_node("Conv", ["a", "c2.w"], ["y"], name="c2", pads=p),
+             helper.make_node("Reshape", ["y", "flat"], ["flat_y"], name="flatten"),
+             helper.make_node("Reshape", ["flat_y", "rows_shape"], ["rows"], name="to_rows"),
+             helper.make_node("Equal", ["sr", "sr16k"], ["is16k"], name="is16k"),
+             helper.make_node("If", ["is16k"], ["z"], name="by_rate", then_branch=branch("k16", 1.0),
+                              else_branch=branch("k8", 0.5))]
+    inits += [_i64("rows_shape", [-1, 16]), _i64("sr16k", [16000])]
+    x = helper.make_tensor_value_info("x", f, [1, 3, 16, 16])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [1])
+    z = helper.make_tensor_value_info("z", f, [64, big])
+    y = helper.make_tensor_value_info("y", f, [1, 4, 16, 16])
+    return _model(nodes, [x, sr], [z, y], inits)

@@ -809,6 +809,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     with console.status("optimizing…", spinner="dots") if not args.json else _null():
         res = run_passes(args.model, passes, _input_shapes(args), max_rounds=args.max_rounds,
                          on_pass=_pass_progress(console, args.json))
+        _keep_declared_value_info(res.proto, original)
         _validate_optimized(res.proto, original, _input_shapes(args))
         save_proto(res.proto, out, protect=(args.model,))
     after = op_counts(res.proto)
@@ -834,6 +835,17 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     if not res.converged:
         console.print(f"[yellow]passes still changed the model after {args.max_rounds} rounds[/yellow]")
     return 0
+
+
+def _keep_declared_value_info(proto: Any, original: Any) -> None:
+    """Drops the shape annotations the passes added: the output is not larger for carrying them.
+
+    Annotations the input model declared stay (with what the passes now know about them).
+    """
+    declared = {vi.name for vi in original.graph.value_info}
+    keep = [vi for vi in proto.graph.value_info if vi.name in declared]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(keep)
 
 
 def _validate_optimized(proto: Any, original: Any,

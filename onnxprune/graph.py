@@ -128,6 +128,7 @@ class Model:
         """Exports the graph once, restoring opsets, IR version and metadata."""
         graph = self.graph
         model = gs.export_onnx(graph, do_type_check=False)
+        hoist_shared_subgraph_initializers(model.graph)
         if self.other_types:
             for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
                 if vi.name in self.other_types:
@@ -251,6 +252,48 @@ def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
             t.values = read_external(ref) if ref is not None else np.asarray(t.values)
             # The data now lives in memory; where it goes on disk is decided when saving.
             t.data_location = None
+
+
+def hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> int:
+    """Stores once, in ``graph``, a weight that the export copied into several subgraphs.
+
+    A weight of the main graph that both branches of an ``If`` read (a VAD's LSTM weights, used
+    for 8 and 16 kHz alike) comes back from the graph library as one initializer per branch,
+    which doubles it in the file. Copies that are identical and whose name means nothing else in
+    ``graph`` go back to ``graph`` (subgraphs see outer values). Returns how many were removed.
+    """
+    copies: dict[str, list[tuple[onnx.GraphProto, onnx.TensorProto]]] = {}
+
+    def walk(g: onnx.GraphProto) -> None:
+        for node in g.node:
+            for attr in node.attribute:
+                subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                for sub in subs:
+                    for t in sub.initializer:
+                        copies.setdefault(t.name, []).append((sub, t))
+                    walk(sub)
+
+    walk(graph)
+    used = {vi.name for vi in graph.input} | {o for n in graph.node for o in n.output}
+    outer = {t.name: t for t in graph.initializer}
+    removed = 0
+    for name, found in copies.items():
+        if len(found) < 2 or name in used:
+            continue
+        blob = found[0][1].SerializeToString()
+        if any(t.SerializeToString() != blob for _, t in found[1:]):
+            continue
+        if name in outer and outer[name].SerializeToString() != blob:
+            continue
+        if name not in outer:
+            graph.initializer.append(found[0][1])
+            outer[name] = graph.initializer[-1]
+        for sub, _ in found:
+            keep = [x for x in sub.initializer if x.name != name]
+            del sub.initializer[:]
+            sub.initializer.extend(keep)
+            removed += 1
+    return removed
 
 
 def _other_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

@@ -87,8 +87,9 @@ def flatten_constant_ifs(graph: gs.Graph) -> int:
     return done
 
 
-#: A folded result may be larger than the constants it is computed from by this share of the
-#: model's weights (at least :data:`MIN_SLACK_BYTES`): shape vectors and small tables still fold.
+#: All folded results together may be larger than the constants they are computed from by this
+#: share of the model's weights (at least :data:`MIN_SLACK_BYTES`): shape vectors and small
+#: tables still fold, repeated-value weights do not.
 GROWTH_SHARE = 0.01
 MIN_SLACK_BYTES = 1 << 10
 
@@ -133,7 +134,14 @@ def _output_bytes(node: gs.Node) -> int | None:
     return total
 
 
-def _grows(node: gs.Node, slack: int) -> bool:
+class _Budget:
+    """How many more bytes folding may add to the model, over all the nodes it folds."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.left = nbytes
+
+
+def _grows(node: gs.Node, budget: _Budget) -> bool:
     """Whether folding ``node`` would store much more than the constants it reads.
 
     ``ConstantOfShape``/``Expand``/``Tile`` of a few bytes into megabytes of weights, a ``Cast``
@@ -141,10 +149,16 @@ def _grows(node: gs.Node, slack: int) -> bool:
     the file bigger (by orders of magnitude for weight-free zoo graphs), so they stay ops.
     """
     out = _output_bytes(node)
-    if out is None or out <= slack:
+    if out is None:
         return False
     sizes = [_nbytes(t) for t in node.inputs if t.name]
-    return out > sum(b for b in sizes if b is not None) + slack
+    added = out - sum(b for b in sizes if b is not None)
+    if added <= 0:
+        return False
+    if added > budget.left:
+        return True
+    budget.left -= added
+    return False
 
 
 def _weight_bytes(graph: gs.Graph) -> int:
@@ -162,7 +176,7 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
     before = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR  # the folder logs every node it leaves alone
     ort.set_default_logger_severity(3)  # and its onnxruntime sessions warn about their own rewrites
-    slack = max(MIN_SLACK_BYTES, int(GROWTH_SHARE * _weight_bytes(graph)))
+    budget = _Budget(max(MIN_SLACK_BYTES, int(GROWTH_SHARE * _weight_bytes(graph))))
     try:
         graph.toposort()
         graph.fold_constants(
@@ -170,7 +184,7 @@ def fold_constants(graph: gs.Graph, size_threshold: int | None = None, fold_shap
             error_ok=True,
             flatten_subgraphs=False,  # its flattening can orphan If outputs; ours below cannot
             size_threshold=size_threshold,
-            should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs) or _grows(n, slack),
+            should_exclude_node=lambda n: any(id(o) in outputs for o in n.outputs) or _grows(n, budget),
         )
         if flatten_constant_ifs(graph) | _restore_outputs(graph):
             graph.toposort()

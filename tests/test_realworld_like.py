@@ -330,3 +330,20 @@ def test_folding_still_stores_results_no_bigger_than_their_inputs():
     graph = gs.import_onnx(m)
     fold_constants(graph)
     assert "Transpose" not in [n.op for n in graph.nodes]
+
+
+@pytest.mark.parametrize("verb", [["prune", "--ratio", "0.5", "--check"], ["optimize"]])
+def test_a_weight_both_branches_read_is_stored_once(tmp_path: Path, verb: list[str], capsys):
+    src = _save(tmp_path, "branches_share_a_weight")
+    out = tmp_path / "out.onnx"
+    assert main([verb[0], str(src), "-o", str(out), *verb[1:]]) == 0
+    onnx.checker.check_model(str(out), full_check=True)
+    m = onnx.load(out)
+    stored = [t.name for t in m.graph.initializer if t.name == "shared.w"]
+    for n in m.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                stored += [t.name for t in a.g.initializer if t.name == "shared.w"]
+    assert stored == ["shared.w"]
+    assert out.stat().st_size <= src.stat().st_size * 1.01
+    _assert_output_fits(src, out)
