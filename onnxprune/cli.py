@@ -479,6 +479,13 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
         console.print("[bold]barriers[/bold] (what freezes channels, and why):")
         for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
             console.print(f"  {r}" + (f"  (x{n})" if n > 1 else ""), markup=False, highlight=False)
+    kinds = [k for k in data["barrier_kinds"] if k["macs"] > 0]
+    if kinds:
+        console.print("[bold]MACs behind frozen channels, by kind of barrier[/bold] (largest first; a layer "
+                      "counts for each group it touches, so shares overlap):")
+        for k in kinds[:8]:
+            console.print(f"  {_pct(k['macs_share']):>6}  {k['kind']}  ({k['groups']} group"
+                          f"{'s' if k['groups'] > 1 else ''})", markup=False, highlight=False)
     console.print(
         f"prunable: {_pct(data['prunable_macs_share'])} of Conv/Gemm/MatMul MACs "
         f"({human(data['prunable_macs'])} of {human(data['linear_macs'])}), "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,35 @@ __all__ = [
 
 def _space(key: SpaceKey) -> str:
     return f"{key[0]}[{key[1]}]"
+
+
+def barrier_kind(reason: str) -> str:
+    """A barrier reason without the names and numbers of one model: what kind of barrier it is."""
+    kind = re.sub(r"'[^']*'", "", reason)
+    kind = re.sub(r"\[[^\]]*\]", "[…]", kind)
+    kind = re.sub(r"\b\d+\b", "N", kind)
+    return re.sub(r"\s+", " ", kind).strip(" ;,")
+
+
+def barrier_kinds(an: Analysis) -> list[dict[str, Any]]:
+    """MACs frozen per barrier kind, largest first.
+
+    A group that is not fully prunable freezes its frozen share of the Conv/Gemm/MatMul MACs it
+    touches, counted for the kind of the group's first reason. A layer touches two groups (its
+    input and its output channels), so the shares of different kinds overlap.
+    """
+    frozen: dict[str, list[float]] = {}
+    for g in an.depgraph.groups:
+        if g.n_prunable == g.size or not g.reasons or not g.size:
+            continue
+        macs = an.group_macs[g.id] * (1 - g.n_prunable / g.size)
+        entry = frozen.setdefault(barrier_kind(g.reasons[0]), [0.0, 0])
+        entry[0] += macs
+        entry[1] += 1
+    total = an.linear_macs or 0
+    rows = [{"kind": k, "macs": int(m), "macs_share": m / total if total else 0.0, "groups": int(n)}
+            for k, (m, n) in frozen.items()]
+    return sorted(rows, key=lambda r: -r["macs"])
 
 
 def analysis_dict(an: Analysis) -> dict[str, Any]:
@@ -66,6 +96,7 @@ def analysis_dict(an: Analysis) -> dict[str, Any]:
         "prunable_channels": int((~dg.channel_frozen).sum()),
         "groups": groups,
         "barriers": [{"space": _space(k), "reason": r} for k, r in dg.barriers()],
+        "barrier_kinds": barrier_kinds(an),
     }
 
 

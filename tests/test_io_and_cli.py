@@ -221,7 +221,7 @@ def test_channel_pruning_pass():
 
 def test_console_script_is_declared():
     text = Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text()
-    assert 'onnxprune = "onnxprune.cli:main"' in text
+    assert 'onnxprune = "onnxprune.console:main"' in text
     assert shutil.which("onnxprune") is None or os.access(shutil.which("onnxprune"), os.X_OK)
 
 

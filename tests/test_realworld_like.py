@@ -347,3 +347,15 @@ def test_a_weight_both_branches_read_is_stored_once(tmp_path: Path, verb: list[s
     assert stored == ["shared.w"]
     assert out.stat().st_size <= src.stat().st_size * 1.01
     _assert_output_fits(src, out)
+
+
+def test_analyze_ranks_the_mac_frozen_by_each_kind_of_barrier(tmp_path: Path, capsys):
+    import json
+
+    src = _save(tmp_path, "single_conv")  # its one group touches the graph input and output
+    assert main(["analyze", str(src), "--json"]) == 0
+    kinds = json.loads(capsys.readouterr().out)["barrier_kinds"]
+    assert kinds and kinds[0]["macs_share"] == pytest.approx(1.0)
+    assert "'" not in kinds[0]["kind"]  # names of this model are gone: kinds compare across models
+    assert main(["analyze", str(src)]) == 0
+    assert "by kind of barrier" in capsys.readouterr().out
