@@ -359,8 +359,8 @@ def _cli() -> list[str]:
 
 COMMANDS: dict[str, list[str]] = {
     "analyze": ["analyze", "{model}", "--json"],
-    "prune 0.3": ["prune", "{model}", "-o", "{out}", "--ratio", "0.3", "--check"],
-    "prune 0.7": ["prune", "{model}", "-o", "{out}", "--ratio", "0.7"],
+    "prune 0.3": ["prune", "{model}", "-o", "{out}", "--ratio", "0.3", "--check", "--json"],
+    "prune 0.7": ["prune", "{model}", "-o", "{out}", "--ratio", "0.7", "--json"],
     "calibrated": [
         "prune", "{model}", "-o", "{out}", "--ratio", "0.3", "--criterion", "wanda", "--calib", "random",
         "--reconstruct", "--calib-samples", "32", "--batch-size", "8",
@@ -387,6 +387,8 @@ class Row:
     size: int = 0
     traits: str = ""
     prunable: float | None = None
+    removed: dict[str, float] = dataclasses.field(default_factory=dict)  # command -> share of MACs removed
+    kinds: list[dict] = dataclasses.field(default_factory=list)  # analyze's barrier_kinds
     outcomes: dict[str, Outcome] = dataclasses.field(default_factory=dict)
     skipped: str = ""
 
@@ -569,9 +571,17 @@ def run_model(row: Row, model: Path) -> Row:
             outcome, stdout = _run_command(command, model, Path(tmp), ref, original_checker)
             if command == "analyze" and outcome.status == "ok":
                 try:
-                    row.prunable = float(json.loads(stdout)["prunable_macs_share"])
+                    data = json.loads(stdout)
+                    row.prunable = float(data["prunable_macs_share"])
+                    row.kinds = [dict(k, linear_macs=data["linear_macs"]) for k in data.get("barrier_kinds", [])]
                 except (ValueError, KeyError, TypeError):
                     outcome = Outcome("FAIL", "analyze --json printed no JSON with prunable_macs_share", outcome.seconds)
+            if command.startswith("prune ") and outcome.status == "ok":
+                try:
+                    data = json.loads(stdout)
+                    row.removed[command] = 1 - data["macs_after"] / data["macs_before"] if data["macs_before"] else 0.0
+                except (ValueError, KeyError, TypeError):
+                    pass
             row.outcomes[command] = outcome
     if _sha(model) != before:
         row.outcomes["input"] = Outcome("FAIL", "the input model changed on disk")
@@ -647,19 +657,21 @@ def report(rows: list[Row], argv: list[str]) -> str:
         "",
         "## Models",
         "",
-        "| model | from | domain | producer | opset | MB | traits | prunable MACs | "
+        "| model | from | domain | producer | opset | MB | traits | prunable MACs | MACs removed 0.3 / 0.7 | "
         + " | ".join(COMMANDS)
         + " |",
-        "|---|---|---|---|---:|---:|---|---:|" + "---|" * len(COMMANDS),
+        "|---|---|---|---|---:|---:|---|---:|---:|" + "---|" * len(COMMANDS),
     ]
     for r in rows:
         if r.skipped:
-            lines.append(f"| {r.name} | {r.source} | {r.domain} | | | | | | skipped: {r.skipped} |" + " |" * (len(COMMANDS) - 1))
+            lines.append(f"| {r.name} | {r.source} | {r.domain} | | | | | | | skipped: {r.skipped} |" + " |" * (len(COMMANDS) - 1))
             continue
         share = "–" if r.prunable is None else f"{100 * r.prunable:.0f} %"
+        removed = " / ".join("–" if c not in r.removed else f"{100 * r.removed[c]:.0f} %" for c in ("prune 0.3", "prune 0.7"))
         cells = " | ".join(_cell(r.outcomes.get(c)) for c in COMMANDS)
         lines.append(
-            f"| {r.name} | `{r.source}` | {r.domain} | {r.producer} | {r.opset} | {_mb(r.size)} | {r.traits} | {share} | {cells} |"
+            f"| {r.name} | `{r.source}` | {r.domain} | {r.producer} | {r.opset} | {_mb(r.size)} | {r.traits} | {share} "
+            f"| {removed} | {cells} |"
         )
     notes = [
         f"- {r.name}, {c}: {o.status} — {o.detail}"
@@ -667,8 +679,31 @@ def report(rows: list[Row], argv: list[str]) -> str:
         for c, o in r.outcomes.items()
         if o.status != "ok"
     ]
-    lines += ["", "## Refusals and failures", ""] + (notes or ["None."]) + [""]
+    lines += ["", "## Refusals and failures", ""] + (notes or ["None."])
+    lines += ["", *_kinds_table(ran), ""]
     return "\n".join(lines)
+
+
+def _kinds_table(rows: list[Row]) -> list[str]:
+    """Barrier kinds across the corpus: in how many models, and the MACs behind their frozen channels."""
+    total: dict[str, list[float]] = {}
+    for r in rows:
+        for k in r.kinds:
+            entry = total.setdefault(k["kind"], [0.0, 0, 0.0])
+            entry[0] += k["macs"]
+            entry[1] += 1
+            entry[2] = max(entry[2], k["macs_share"])
+    if not total:
+        return []
+    out = ["## Barrier kinds across the corpus", "",
+           "From `analyze --json` (`barrier_kinds`): the MACs of the Conv/Gemm/MatMul layers behind each kind's",
+           "frozen channels, summed over the models (a layer counts for each group it touches, so kinds",
+           "overlap), largest first: where the next coupling rule pays most.", "",
+           "| kind of barrier | models | MACs behind frozen channels | largest share in one model |",
+           "|---|---:|---:|---:|"]
+    for kind, (macs, n, top) in sorted(total.items(), key=lambda kv: -kv[1][0])[:25]:
+        out.append(f"| {kind.replace('|', '/')} | {n} | {macs / 1e6:,.1f} M | {100 * top:.0f} % |")
+    return out
 
 
 def _extra_models(paths: list[str]) -> list[Path]:
