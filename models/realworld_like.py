@@ -31,6 +31,7 @@ __all__ = [
     "zipmap_classifier",
     "weights_from_constant_of_shape",
     "branches_share_a_weight",
+    "broadcast_gate",
 ]
 
 
@@ -444,3 +445,26 @@ def branches_share_a_weight(seed: int = 0, hidden: int = 16) -> onnx.ModelProto:
     z = helper.make_tensor_value_info("z", f, [64, big])
     y = helper.make_tensor_value_info("y", f, [1, 4, 16, 16])
     return _model(nodes, [x, sr], [z, y], inits)
+
+
+def broadcast_gate(seed: int = 0, hidden: int = 12) -> onnx.ModelProto:
+    """A one-channel gate broadcast with ``Expand`` to the feature width, as jax2tf writes ``BroadcastTo``.
+
+    ``Conv(3->C) -> Relu`` times ``Expand(Sigmoid(Conv(3->1)), [1, C, H, W])`` into ``Conv(C->4)``:
+    the expanded axis holds copies, so the C channels stay prunable once the target is rewritten.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, hidden, 3, 3, 3), "c1.w"), numpy_helper.from_array(_b(rng, hidden), "c1.b"),
+             numpy_helper.from_array(_w(rng, 1, 3, 3, 3), "g.w"), numpy_helper.from_array(_w(rng, 4, hidden, 3, 3), "c2.w"),
+             _i64("g.target", [1, hidden, 16, 16])]
+    p = [1, 1, 1, 1]
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h"], name="c1", pads=p),
+             helper.make_node("Relu", ["h"], ["a"], name="act"),
+             helper.make_node("Conv", ["x", "g.w"], ["gl"], name="gate_conv", pads=p),
+             helper.make_node("Sigmoid", ["gl"], ["g"], name="gate"),
+             helper.make_node("Expand", ["g", "g.target"], ["gx"], name="BroadcastTo"),
+             helper.make_node("Mul", ["a", "gx"], ["m"], name="gated"),
+             helper.make_node("Conv", ["m", "c2.w"], ["y"], name="c2", pads=p)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])
+    return _model(nodes, [x], [y], inits)

@@ -29,7 +29,7 @@ from onnxprune.testing import choose_channels, kill_channels
 
 #: Builders with something to prune, each with a trait that broke a real model.
 PRUNABLE = ["dynamic_hw_detector", "bert_like", "audio_frontend", "vad_like", "lstm_fixed_batch",
-            "negative_batch_classifier"]
+            "negative_batch_classifier", "broadcast_gate"]
 
 
 def _save(tmp_path: Path, name: str) -> Path:
@@ -359,3 +359,14 @@ def test_analyze_ranks_the_mac_frozen_by_each_kind_of_barrier(tmp_path: Path, ca
     assert "'" not in kinds[0]["kind"]  # names of this model are gone: kinds compare across models
     assert main(["analyze", str(src)]) == 0
     assert "by kind of barrier" in capsys.readouterr().out
+
+
+def test_an_expanded_broadcast_axis_does_not_freeze_the_channels_it_meets():
+    from onnxprune.report import analysis_dict
+
+    data = analysis_dict(api.analyze(R.broadcast_gate()))
+    assert data["prunable_macs_share"] > 0.9, data["barriers"]
+    res = api.prune(R.broadcast_gate(), ratio=0.5)
+    target = {t.name: onnx.numpy_helper.to_array(t) for t in res.proto.graph.initializer}
+    expand = next(n for n in res.proto.graph.node if n.op_type == "Expand")
+    assert list(target[expand.input[1]]) == [1, 6, 16, 16]

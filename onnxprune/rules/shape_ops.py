@@ -767,4 +767,19 @@ def expand(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             rels.append(Same((x.name, a), (y.name, j)))
         else:
             rels.append(Opaque((x.name, a), f"Expand '{node.name}' fixes the size of axis {a}"))
+    if t is not None:
+        # an axis the input broadcasts into (absent or of size 1 there): the output's channels
+        # there are copies, so any of them may go; the rewriter sets the target entry
+        for j, n in enumerate(ys):
+            a = j - (len(ys) - len(xs))
+            ti = j - (len(ys) - len(t))
+            broadcast = a < 0 or (xs[a] == 1 and n not in (None, 1))
+            if broadcast and 0 <= ti < len(t) and t[ti] == n and n is not None:
+                rels.append(Free((y.name, j)))
     return rels
+
+
+@rewriter("Expand")
+def rewrite_expand(node: gs.Node, ctx: ApplyContext) -> None:
+    """Sets the target entries of broadcast axes whose output lost channels (as for Reshape)."""
+    rewrite_reshape(node, ctx)
