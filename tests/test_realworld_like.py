@@ -370,3 +370,22 @@ def test_an_expanded_broadcast_axis_does_not_freeze_the_channels_it_meets():
     target = {t.name: onnx.numpy_helper.to_array(t) for t in res.proto.graph.initializer}
     expand = next(n for n in res.proto.graph.node if n.op_type == "Expand")
     assert list(target[expand.input[1]]) == [1, 6, 16, 16]
+
+
+def test_optimize_never_writes_a_model_whose_outputs_moved(tmp_path: Path, capsys, monkeypatch):
+    """A pass that changes values (not validity) is caught too: outputs are compared before writing."""
+    import onnx_graphsurgeon as gs
+    from onnxprune.passes import fold_constants as F
+
+    def lossy(graph, size_threshold=None, fold_shapes=True):  # noqa: ANN001, ARG001
+        w = next(t for t in graph.tensors().values() if isinstance(t, gs.Constant) and t.name == "head.w")
+        w.values = w.values * 1.5
+        return True
+
+    monkeypatch.setattr(F, "fold_constants", lossy)
+    src = _save(tmp_path, "dynamic_hw_detector")
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(src), "-o", str(out), "--passes", "fold-constants"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and not out.exists()
+    assert len(err) == 1 and "changes output" in err[0]
