@@ -728,7 +728,19 @@ def _require_model(path: str) -> None:
     load(path, None)
 
 
+def _check_report_dir(report: str | None) -> None:
+    """``--report DIR`` must be a folder (or a path where one can be made), checked before any work."""
+    if not report:
+        return
+    d = Path(report)
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"--report {report}: is a file; give a folder to write the report into")
+    if not d.exists() and not d.parent.resolve().is_dir():
+        raise UsageError(f"--report {report}: folder {d.parent} does not exist")
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    _check_report_dir(args.report)
     _check_timing(args)
     eps = resolve_eps(args.ep)
     if args.batch < 1:
@@ -1024,6 +1036,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     from .search import SearchOptions, save_result, search
 
     check_destination(args.output, (args.model,))
+    _check_report_dir(args.report)
     if not 0 < args.max_ratio < 1:
         raise UsageError(f"--max-ratio {args.max_ratio}: must be in (0, 1)")
     if args.threads < 0:

@@ -39,3 +39,14 @@ def test_destination_that_cannot_or_must_not_be_written_is_refused_first(
     assert any(w in err for w in ("refusing to overwrite", "is a folder", "does not exist"))
     assert _digests(folder) == before  # nothing touched, nothing left behind
     assert sorted(p.name for p in folder.iterdir()) == sorted({*before, "sub"})
+
+
+@pytest.mark.parametrize("report", ["model.onnx", "missing/dir"])
+def test_a_report_folder_that_is_a_file_or_has_no_parent_is_refused_first(external_model: Path, report: str,
+                                                                         capsys):
+    folder = external_model.parent
+    before = _digests(folder)
+    rc = main(["compare", str(external_model), str(external_model), "--report", str(folder / report)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--report" in err, err
+    assert _digests(folder) == before
