@@ -871,15 +871,13 @@ def _validate_optimized(proto: Any, original: Any,
                         shapes: dict[str, list[int]] | None, path: str | None = None) -> None:
     """Nothing invalid or different is written: the checker, and a run next to the input model.
 
-    Both models run on a feed the input model runs on and their outputs must agree (within
-    rounding: relative 1e-3 of each output's scale; for models that compute in float16, where
-    every fused op rounds differently, cosine 0.999 and a mean difference under 1 % of the
-    scale). A check the input model fails too is reported once, not held against the output;
+    Both models run on a feed the input model runs on and their outputs must agree up to
+    rounding (:func:`~onnxprune.verify.disagreement`). A check the input model fails too is reported once, not held against the output;
     with no feed the input runs on, the checker alone decides.
     """
     from .errors import ApplyError
     from .feeds import plan_feeds
-    from .verify import _check, run, validate
+    from .verify import _check, computes_in_float16, disagreement, run, validate
 
     plan = plan_feeds(original, shapes)
     if plan.verified:
@@ -887,48 +885,15 @@ def _validate_optimized(proto: Any, original: Any,
         got = validate(proto, feeds=feeds, reference=original, what="optimized model")
         if got:
             names = [o.name for o in original.graph.output]
-            half = _computes_in_float16(original)
+            half = computes_in_float16(original)
             for name, a, b in zip(names, run(path or original, feeds), got, strict=False):
-                why = _disagreement(a, b, half)
+                why = disagreement(a, b, half)
                 if why:
                     raise ApplyError(f"optimized model changes output '{name}': {why}; nothing was written")
         return
     problem = _check(proto)
     if problem and not _check(original):
         raise ApplyError(f"optimized model {problem}")
-
-
-def _computes_in_float16(model: Any) -> bool:
-    import onnx
-
-    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in [*model.graph.initializer, *consts])
-
-
-def _disagreement(a: Any, b: Any, half: bool) -> str:
-    """Why output ``b`` is not ``a`` up to rounding, or ''."""
-    import numpy as np
-
-    from .verify import numeric
-
-    if np.shape(a) != np.shape(b):
-        return f"shape {np.shape(a)} became {np.shape(b)}"
-    if not (numeric(a) and numeric(b)) or a.dtype.kind not in "fc":
-        same = np.array_equal(a, b)
-        return "" if same else f"{int(np.count_nonzero(a != b))} values differ"
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    finite = np.isfinite(a64)
-    scale = float(np.max(np.abs(a64[finite]), initial=1.0))
-    if np.allclose(b64, a64, rtol=1e-3, atol=1e-4 * scale, equal_nan=True):
-        return ""
-    diff = float(np.nanmax(np.abs(a64 - b64)))
-    if half:
-        x, y = np.nan_to_num(a64).reshape(-1), np.nan_to_num(b64).reshape(-1)
-        den = float(np.linalg.norm(x) * np.linalg.norm(y))
-        cos = 1.0 if den == 0 else float(x @ y) / den
-        if cos >= 0.999 and float(np.nanmean(np.abs(a64 - b64))) <= 1e-2 * scale:
-            return ""
-    return f"largest difference {diff:.3g} at scale {scale:.3g}"
 
 
 def _verify_results(passes: list[Any]) -> dict[str, float]:

@@ -7,8 +7,11 @@ Ctrl-C while the libraries are still being imported ends with one line, not a tr
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
+
+log = logging.getLogger("onnxprune")
 
 
 class Terminated(BaseException):
@@ -49,7 +52,8 @@ def _interruption(exc: BaseException) -> BaseException | None:
 
 def _stopped_while_starting(exc: BaseException) -> int:
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-    print(f"onnxprune: {what} while starting; nothing was written", file=sys.stderr)
+    # logging is not configured yet: its last-resort handler writes this one line to stderr
+    log.error("onnxprune: %s while starting; nothing was written", what)
     return 143 if isinstance(exc, Terminated) else 130
 
 

@@ -172,6 +172,33 @@ def numeric(a: np.ndarray) -> bool:
     return a.dtype.kind in "biufc"
 
 
+def computes_in_float16(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds float16 weights (initializers or ``Constant`` values)."""
+    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in [*model.graph.initializer, *consts])
+
+
+def disagreement(a: np.ndarray, b: np.ndarray, half: bool = False) -> str:
+    """Why output ``b`` is not output ``a`` up to rounding, or ''.
+
+    Agreement: within relative 1e-3 of the output's scale; for a model that computes in float16
+    (``half``), where every fused op rounds differently, cosine 0.999 and a mean difference
+    under 1 % of the scale also agree. Outputs that are not floats must be equal.
+    """
+    if np.shape(a) != np.shape(b):
+        return f"shape {np.shape(a)} became {np.shape(b)}"
+    if not (numeric(a) and numeric(b)) or a.dtype.kind not in "fc":
+        return "" if np.array_equal(a, b) else f"{int(np.count_nonzero(a != b))} values differ"
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = float(np.max(np.abs(a64[np.isfinite(a64)]), initial=1.0))
+    if np.allclose(b64, a64, rtol=1e-3, atol=1e-4 * scale, equal_nan=True):
+        return ""
+    if half and _cosine(np.nan_to_num(a64), np.nan_to_num(b64)) >= 0.999 \
+            and float(np.nanmean(np.abs(a64 - b64))) <= 1e-2 * scale:
+        return ""
+    return f"largest difference {float(np.nanmax(np.abs(a64 - b64))):.3g} at scale {scale:.3g}"
+
+
 #: Above this many bytes of weights a model is validated from a temporary file with external
 #: data: the checker and onnxruntime then read the file instead of two more in-memory copies.
 FILE_VALIDATION_BYTES = 256 << 20
