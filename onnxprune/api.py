@@ -32,7 +32,7 @@ from .errors import ApplyError, PlanError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import load_proto, save_proto
-from .plan import Plan, global_plan, uniform_plan
+from .plan import DEFAULT_ROUND_TO, Plan, global_plan, uniform_plan
 from .profile import LINEAR_OPS, Profile, profile
 from .reconstruct import RefitReport, consumer_cuts, correct
 from .reconstruct import reconstruct as reconstruct_model
@@ -150,7 +150,7 @@ def prune(
     source: Source,
     ratio: float = 0.5,
     criterion: str = "l1",
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     min_channels: int = 1,
     ignore: list[str] | None = None,
     input_shapes: dict[str, list[int]] | None = None,
@@ -181,7 +181,8 @@ def prune(
         source: path, ``ModelProto`` or loaded :class:`Model` (a Model is edited in place).
         ratio: share of channels removed per layer, in [0, 1).
         criterion: ``l1``, ``l2``, ``bn`` or ``random``.
-        round_to: keep channel counts a multiple of this (8 or 16 suit real kernels).
+        round_to: keep channel counts a multiple of this (default 8: the block width of
+            onnxruntime's CPU and CUDA kernels; 1 removes exactly ``ratio``).
         min_channels: never keep fewer channels than this in a layer.
         ignore: node or tensor names (globs) to leave untouched.
         input_shapes: fixed sizes for symbolic input dimensions.
@@ -246,7 +247,8 @@ def prune(
         make = global_plan if global_ranking else uniform_plan
         plan = make(dg, ratio, criterion, round_to, min_channels, seed, importance=score)
     if plan.n_removed == 0:
-        log.warning("nothing to prune: every group is a barrier or the ratio removes no channel")
+        log.warning("nothing to prune: every group is a barrier or the ratio removes no channel%s",
+                    f" once counts are rounded up to a multiple of round_to={round_to}" if round_to > 1 else "")
     cuts = consumer_cuts(dg, plan) if reconstruct else []
     have = stats.grams if stats is not None else {}
     missing = [c.consumer.node for c in cuts if c.consumer.node not in have] if refit else []

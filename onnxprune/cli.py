@@ -43,6 +43,7 @@ from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import check_destination, load_proto, parse_input_shapes
+from .plan import DEFAULT_ROUND_TO
 from .profile import profile
 from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
 from .verify import compare, make_feeds, ort_message, session, user_session
@@ -142,10 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="channel importance (default l1): l1/l2 weight magnitude, bn BatchNorm scale, "
                     "random; with --calib: wanda (|W| x input activation norm), fluct (input variance x "
                     "squared weights), apoz (share of non-zero activations)")
-    pp.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N (8 or 16 suit real kernels)")
+    pp.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO, metavar="N",
+                    help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO}): onnxruntime's CPU and "
+                    "CUDA kernels work in blocks of 8, so a width like 45 runs slower than 48 and an unrounded "
+                    "model can be slower than the original; a layer narrower than N keeps its width; "
+                    "--round-to 1 removes exactly --ratio")
     pp.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels in a layer (default 1)")
     pp.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     pp.add_argument("--check", action="store_true", help="compare outputs with the original on seeded inputs")
+    pp.add_argument("--measure", action="store_true",
+                    help="time the original and the pruned model in turns (A B A B ... in one process) and "
+                    "report the latency ratio next to the MACs ratio; warns when the pruned model is slower "
+                    "than its MACs promise")
+    pp.add_argument("--ep", default="cpu", metavar="EP",
+                    help="with --measure: the execution provider timed: cpu, cuda, tensorrt (default cpu)")
+    pp.add_argument("--threads", type=int, default=2, metavar="N",
+                    help="with --measure: onnxruntime intra-op threads (default 2)")
+    pp.add_argument("--measure-batch", type=int, default=1, metavar="N",
+                    help="with --measure: batch size of the timed inputs where the batch is free (default 1)")
+    pp.add_argument("--repeat", type=int, default=30, metavar="N",
+                    help="with --measure: timed turns (default 30)")
     pp.add_argument("--json", action="store_true", help="print the summary as JSON")
     pc = pp.add_argument_group(
         "calibration and reconstruction",
@@ -427,7 +444,8 @@ def _add_search_parser(sub: Any) -> None:
                     "worker holds every layer's input Gram matrix (about 3 GB for a ResNet-50)")
     ps.add_argument("--bias-only", action="store_true",
                     help="with --reconstruct: only compensate biases (cheap on large models)")
-    ps.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts a multiple of N")
+    ps.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO, metavar="N",
+                    help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO}, the width kernels run fast)")
     ps.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer than N channels")
     ps.add_argument("--max-ratio", type=float, default=0.75, metavar="R",
                     help="largest share of a group's channels the search may remove (default 0.75)")
@@ -496,6 +514,37 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+#: --measure warns when the latency ratio exceeds the MACs ratio by more than this factor.
+SLOWER_THAN_MACS = 1.25
+
+
+def _measure(args: argparse.Namespace, res: Any, out: str, provider: str, console: Console) -> dict[str, Any]:
+    """Interleaved latency of the original and the pruned model, and whether it kept its promise."""
+    plan = res.model.feeds or plan_feeds(load_proto(args.model), _input_shapes(args), runnable=args.model)
+    feeds = plan.require().make(seed=1, batch=args.measure_batch if plan.batch_free else None)
+    with console.status("timing original and pruned in turns…", spinner="dots") if not args.json else _null():
+        try:
+            lat = interleaved_latency([args.model, out], feeds, threads=args.threads, repeat=args.repeat,
+                                      provider=provider, min_turn_ms=20.0)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise UsageError(f"--measure: {provider} cannot run the models: {ort_message(exc)}; "
+                             f"{out} was written") from exc
+    m = lat.medians_ms
+    ratio = m[1] / m[0] if m[0] > 0 else float("nan")
+    macs = res.after.macs / res.before.macs if res.before.macs else 1.0
+    warning = None
+    if res.plan.n_removed and ratio > 1.0:
+        warning = (f"the pruned model is slower than the original ({ratio:.2f}x its latency for {macs:.2f}x its "
+                   f"MACs); try --round-to 16, a larger --measure-batch, or `onnxprune search`")
+    elif res.plan.n_removed and ratio > SLOWER_THAN_MACS * macs:
+        warning = (f"the pruned model runs at {ratio:.2f}x the original's latency for {macs:.2f}x its MACs: "
+                   "fixed per-layer costs or kernel widths eat the saving (try --round-to 16, a larger "
+                   "--measure-batch, or `onnxprune search --target-latency`)")
+    return {"provider": provider, "batch": args.measure_batch if plan.batch_free else None,
+            "threads": args.threads, "repeat": args.repeat, "original_ms": m[0], "pruned_ms": m[1],
+            "ratio": ratio, "macs_ratio": macs, "warning": warning}
+
+
 class _null:
     def __enter__(self) -> None:
         return None
@@ -519,6 +568,10 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
     if args.bias_only and not args.reconstruct:
         raise UsageError("--bias-only only applies with --reconstruct")
+    if args.measure:
+        if args.repeat < 3 or args.threads < 0 or args.measure_batch < 1:
+            raise UsageError("--repeat must be >= 3, --threads >= 0 and --measure-batch >= 1")
+        provider = resolve_eps(args.ep)[0]
     t0 = time.perf_counter()
     bar = _ProgressBar(console, "calibrating", enabled=bool(args.calib) and not args.json)
     with bar, (console.status("pruning…", spinner="dots") if not args.json and not args.calib else _null()):
@@ -562,12 +615,17 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             feeds = plan.require().make(seed=0, batch=2 if plan.batch_free else None)
             agreement = compare(sess, out, feeds)
         data["check"] = [{"output": a.name, "max_abs_diff": a.max_abs, "cosine": a.cosine} for a in agreement]
+    if args.measure:
+        data["latency"] = _measure(args, res, out, provider, console)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     if res.plan.n_removed == 0:
+        rounding = (f" or keeps every layer whole once counts are rounded up to a multiple of "
+                    f"--round-to {args.round_to} (--round-to 1 removes exactly the ratio)"
+                    if args.round_to > 1 else "")
         console.print("[yellow]nothing was pruned:[/yellow] every group is a barrier or the ratio removes no "
-                      "channel; run `onnxprune analyze` to see why")
+                      f"channel{rounding}; run `onnxprune analyze` to see why")
     table = Table(title=f"{args.model} → {out}")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -580,6 +638,14 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"removed {data['channels_removed']} channels in {len(data['groups'])} groups "
                   f"[dim]({elapsed:.2f}s)[/dim]")
+    if args.measure:
+        lat = data["latency"]
+        console.print(f"latency ({short_ep(lat['provider'])}, batch {lat['batch']}, {lat['threads']} threads, "
+                      f"median of {lat['repeat']} interleaved turns): {lat['original_ms']:.3f} ms → "
+                      f"{lat['pruned_ms']:.3f} ms, ratio {lat['ratio']:.3f} for a MACs ratio of "
+                      f"{lat['macs_ratio']:.3f}")
+        if lat["warning"]:
+            console.print(f"[yellow]warning:[/yellow] {lat['warning']}", highlight=False)
     if res.reconstruction:
         modes = {m: sum(r.mode == m for r in res.reconstruction) for m in ("refit", "bias", "skip")}
         console.print(f"reconstruction on {res.calib_samples} calibration samples: {modes['refit']} layers "

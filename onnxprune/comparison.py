@@ -23,7 +23,7 @@ import numpy as np
 from .bench import Runner, batch_feeds, interleaved_latency, short_ep
 from .feeds import plan_feeds
 from .graph import load
-from .io import load_proto_deferred
+from .io import load_proto_deferred, model_files
 from .profile import Profile, profile
 from .verify import session
 
@@ -33,22 +33,7 @@ __all__ = ["ModelStats", "EpLatency", "OutputStats", "Comparison", "compare_mode
 def file_size(path: str | os.PathLike[str]) -> int:
     """Bytes of a model file plus the external-data files it references beside it."""
     p = Path(path)
-    size = p.stat().st_size
-    try:
-        import onnx
-
-        proto = onnx.load(str(p), load_external_data=False)
-        seen: set[str] = set()
-        for t in proto.graph.initializer:
-            for e in t.external_data:
-                if e.key == "location" and e.value not in seen:
-                    seen.add(e.value)
-                    f = p.parent / e.value
-                    if f.is_file():
-                        size += f.stat().st_size
-    except Exception:  # size of the main file is still right; external data is best effort
-        pass
-    return size
+    return sum(f.stat().st_size for f in model_files(p) if f.is_file())
 
 
 @dataclass

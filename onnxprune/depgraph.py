@@ -74,6 +74,10 @@ class Group:
             (one concat input, one conv's output), so a ratio is applied per stratum.
         reasons: why channels are frozen (deduplicated).
         members: names of nodes that own a weight axis in this group.
+        unit: output elements one channel spans in the layers with weights that compute it (the
+            narrowest such span in the group): 1 for a Conv's output channels, also when a
+            Flatten spreads each over many Gemm inputs; the head width for an attention head
+            (a projection's ``[B,S,H*D]``).
     """
 
     id: int
@@ -83,6 +87,7 @@ class Group:
     strata: np.ndarray
     reasons: list[str]
     members: list[str]
+    unit: int = 1
 
     @property
     def size(self) -> int:
@@ -342,11 +347,16 @@ def build_depgraph(
     comps = sorted(
         (sorted(c) for c in nx.connected_components(dg.graph)), key=lambda c: dg.spaces[c[0]].start
     )
+    # Outputs of layers with a weight: the widths their kernels compute (a channel's unit).
+    weighted = {n.outputs[0].name for n in graph.nodes
+                if n.op in _WEIGHTED_OPS and n.outputs and any(is_const(t) for t in n.inputs)}
     for gid, comp in enumerate(comps):
         chans = np.unique(np.concatenate([dg.space_channels(k) for k in comp]))
         _, strata = np.unique(signature[chans], return_inverse=True)
         reasons = list(dict.fromkeys(r for k in comp for r in dg.spaces[k].reasons))
         members = list(dict.fromkeys(m for k in comp for m in members_of.get(k, [])))
+        unit = min((dg.spaces[k].size // max(1, len(np.unique(dg.space_channels(k))))
+                    for k in comp if dg.spaces[k].size and k[0] in weighted), default=1)
         dg.groups.append(
             Group(
                 id=gid,
@@ -356,10 +366,15 @@ def build_depgraph(
                 strata=strata.astype(np.int64),
                 reasons=reasons,
                 members=members,
+                unit=max(1, unit),
             )
         )
         dg.channel_group[chans] = gid
     return dg
+
+
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger",
+                           "QLinearConv", "QLinearMatMul"})
 
 
 def _choose_factors(

@@ -394,6 +394,23 @@ def initializer_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def _may_name_external_data(p: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the file holds the field key of an external data reference (``location``).
+
+    Read in chunks, so a large model with inline weights is never held in memory only to learn
+    that it names no other file; a False is certain, a True is checked by parsing.
+    """
+    marker = b"location"
+    tail = b""
+    with open(p, "rb") as fh:
+        while block := fh.read(chunk):
+            seen = tail + block
+            if marker in seen:
+                return True
+            tail = seen[-(len(marker) - 1):]
+    return False
+
+
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
     """The files a model reads: the ``.onnx`` itself and every external data file it names."""
     p = Path(path)
@@ -401,6 +418,8 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
     if not p.is_file():
         return files
     try:
+        if not _may_name_external_data(p):
+            return files
         proto = onnx.load(str(p), load_external_data=False)
     except Exception:  # not readable as ONNX: the file itself is all there is to protect
         return files
@@ -454,6 +473,11 @@ def check_destination(
     if not t.resolve().parent.is_dir():
         raise UsageError(f"{t}: folder {t.resolve().parent} does not exist")
     written = [t] + ([t.with_name(t.name + ".data")] if data_file else [])
+    # Only a file that exists can be one an input reads; when none does, the inputs need not be
+    # parsed to list their data files (a second full copy of a large model in memory).
+    written = [w for w in written if w.exists() or w.is_symlink()]
+    if not written:
+        return
     for p in protect:
         for f in model_files(p):
             for w in written:

@@ -5,8 +5,9 @@ applies the ratio to every *stratum* of every group — channels that sit in exa
 spaces, e.g. the output channels of one Conv, or one input of a Concat — so every layer loses the
 same share. Per stratum of ``n`` channels it removes ``n·ratio`` rounded to the nearest integer
 (halves up), so the share removed is as close to the nominal ratio as whole channels allow; then
-it keeps at least ``min_channels`` and rounds the kept count up to a multiple of ``round_to``
-(never above ``n``), and removes the least important prunable ones; ties break by channel index,
+it keeps at least ``min_channels`` and rounds the kept count up so the kept *weight width* is a
+multiple of ``round_to`` (never above ``n``; a channel that spans several weight elements, such as
+an attention head of width 64, counts as that many), and removes the least important prunable ones; ties break by channel index,
 so plans are deterministic.
 
 The global planner (:func:`global_plan`) instead ranks every prunable channel of the model by its
@@ -27,7 +28,13 @@ from .depgraph import DepGraph, Group
 from .errors import PlanError
 from .importance import channel_importance, normalized_importance
 
-__all__ = ["Plan", "GroupPlan", "uniform_plan", "global_plan", "group_removal", "plan_from_channels"]
+#: Kept channel counts are a multiple of this unless told otherwise: onnxruntime's CPU (MLAS,
+#: 8-wide AVX2 blocks) and CUDA (tensor-core tiles) kernels run widths like 17 or 45 slower
+#: than the next multiple of 8, so an unrounded pruned model can be slower than its original.
+DEFAULT_ROUND_TO = 8
+
+__all__ = ["DEFAULT_ROUND_TO", "Plan", "GroupPlan", "uniform_plan", "global_plan", "group_removal", "channel_step",
+           "plan_from_channels"]
 
 
 @dataclass
@@ -81,9 +88,10 @@ def group_removal(g: Group, ratio: float, score: np.ndarray, round_to: int = 1,
     """The channels of ``g`` that ``ratio`` removes: per stratum, the least important ones.
 
     Each stratum of ``n`` channels loses ``round(n·ratio)`` (halves up), keeps at least
-    ``min_channels`` and a kept count rounded up to a multiple of ``round_to``; ties in
+    ``min_channels`` and a kept count rounded up to a multiple of :func:`channel_step`; ties in
     ``score`` go to the lower channel id. Returns sorted channel ids.
     """
+    round_to = channel_step(g, round_to)
     out = []
     for s in np.unique(g.strata):
         idx = np.flatnonzero(g.strata == s)
@@ -96,6 +104,12 @@ def group_removal(g: Group, ratio: float, score: np.ndarray, round_to: int = 1,
             order = np.lexsort((chans, score[chans]))
             out.append(chans[order[:n_remove]])
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+
+
+def channel_step(g: Group, round_to: int) -> int:
+    """The multiple a kept channel count of ``g`` rounds to so its weight width is a multiple of
+    ``round_to``: ``round_to`` for plain channels, 1 for 64-wide attention heads."""
+    return round_to // math.gcd(round_to, max(1, g.unit))
 
 
 def _check_options(ratio: float, round_to: int, min_channels: int) -> None:
@@ -124,6 +138,7 @@ def global_plan(
     stratum_of = np.full(dg.n_channels, -1, dtype=np.int64)
     sizes: list[int] = []
     caps: list[int] = []
+    steps: list[int] = []
     for g in dg.groups:
         if g.is_barrier:
             continue
@@ -133,6 +148,7 @@ def global_plan(
             chans = g.channels[idx[g.prunable[idx]]]
             keep = min(n, max(min_channels, 1))
             stratum_of[chans] = len(sizes)
+            steps.append(channel_step(g, round_to))
             sizes.append(n)
             caps.append(min(n - keep, len(chans)))
     cand = np.flatnonzero(stratum_of >= 0)
@@ -154,7 +170,7 @@ def global_plan(
         if not chans:
             continue
         keep = sizes[st] - len(chans)
-        keep = min(sizes[st], math.ceil(keep / round_to) * round_to)
+        keep = min(sizes[st], math.ceil(keep / steps[st]) * steps[st])
         n_remove = sizes[st] - keep
         removed[chans[:n_remove]] = True  # chosen in ascending score order
     return Plan(removed, _summarize(dg, removed))

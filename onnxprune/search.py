@@ -66,6 +66,7 @@ from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import load_proto, save_figure, save_proto, save_text
 from .latency_model import LatencyModel
+from .plan import DEFAULT_ROUND_TO
 from .profile import profile
 from .sensitivity import (
     Evaluator,
@@ -136,7 +137,7 @@ class SearchOptions:
     calib_samples: int = 16
     budget_minutes: float | None = None
     seed: int = 0
-    round_to: int = 1
+    round_to: int = DEFAULT_ROUND_TO
     min_channels: int = 1
     ignore: list[str] | None = None
     input_shapes: dict[str, list[int]] | None = None

@@ -11,6 +11,7 @@ from typing import Any
 from onnxprune.api import prune
 from onnxprune.graph import Model, fold_small_constants, untie_uniform_constants
 from onnxprune.importance import CRITERIA
+from onnxprune.plan import DEFAULT_ROUND_TO
 
 from .base import InPlacePass, PassResult
 from .registry import register
@@ -29,7 +30,7 @@ class ChannelPruning(InPlacePass):
         self,
         ratio: float = 0.5,
         criterion: str = "l1",
-        round_to: int = 1,
+        round_to: int = DEFAULT_ROUND_TO,
         min_channels: int = 1,
         ignore: list[str] | None = None,
         prune_hidden: bool = False,
@@ -44,7 +45,7 @@ class ChannelPruning(InPlacePass):
             ratio: share of channels removed per layer, in [0, 1).
             criterion: channel importance: ``l1``, ``l2``, ``bn``, ``random``, or with
                 calibration data ``wanda``, ``fluct``, ``apoz``.
-            round_to: keep channel counts a multiple of this.
+            round_to: keep channel counts a multiple of this (default 8, the kernels' block width).
             min_channels: never keep fewer channels than this in a layer.
             ignore: node or tensor name globs whose channels are kept.
             prune_hidden: also prune a transformer's residual width (lossy; opt-in).

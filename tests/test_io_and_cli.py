@@ -243,3 +243,63 @@ def test_large_model_path_uses_external_data(tmp_path: Path, monkeypatch, capsys
     assert out.stat().st_size < 50_000  # weights live in the data file
     onnx.checker.check_model(str(out), full_check=True)
     assert "cosine similarity" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ --measure
+def test_prune_measure_reports_the_latency_ratio_beside_the_macs_ratio(model_path: Path, tmp_path: Path, capsys):
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(model_path), "-o", str(out), "--ratio", "0.5", "--round-to", "1", "--measure",
+                 "--repeat", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    lat = data["latency"]
+    assert lat["provider"] == "CPUExecutionProvider" and lat["repeat"] == 3 and lat["batch"] == 1
+    assert lat["original_ms"] > 0 and lat["pruned_ms"] > 0
+    assert lat["ratio"] == pytest.approx(lat["pruned_ms"] / lat["original_ms"])
+    assert lat["macs_ratio"] == pytest.approx(data["macs_after"] / data["macs_before"])
+
+
+@pytest.mark.parametrize("pruned_ms, expect", [(12.0, "slower than the original"), (9.5, "eat the saving"),
+                                               (3.0, None)])
+def test_prune_measure_warns_when_the_model_does_not_get_faster_with_its_macs(
+        model_path: Path, tmp_path: Path, capsys, monkeypatch, pruned_ms, expect):
+    from onnxprune import cli
+    from onnxprune.bench import LatencyResult
+
+    def timed(models, feeds, **kw):  # noqa: ANN001, ANN003 - a stand-in for the timing loop
+        assert len(models) == 2 and kw["repeat"] == 5
+        return LatencyResult([np.full(5, 10.0), np.full(5, pruned_ms)])
+
+    monkeypatch.setattr(cli, "interleaved_latency", timed)
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(model_path), "-o", str(out), "--ratio", "0.5", "--measure", "--repeat", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "ratio" in text and f"{pruned_ms / 10:.3f}" in text
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    if expect is None:
+        assert not warnings
+    else:
+        assert len(warnings) == 1 and expect in " ".join(text.split())
+
+
+def test_prune_measure_refuses_bad_options_before_any_work(model_path: Path, tmp_path: Path, capsys):
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(model_path), "-o", str(out), "--measure", "--repeat", "1"]) == 2
+    assert "--repeat" in capsys.readouterr().err and not out.exists()
+
+
+def test_data_file_scan_sees_a_marker_across_a_chunk_boundary(tmp_path: Path):
+    from onnxprune.io import _may_name_external_data, model_files
+
+    p = tmp_path / "m.bin"
+    p.write_bytes(b"x" * 5 + b"location" + b"y" * 7)
+    for chunk in (1, 3, 6, 9, 64):
+        assert _may_name_external_data(p, chunk=chunk)
+    p.write_bytes(b"locatio" + b"n" * 0 + b"-" + b"ocation")
+    assert not _may_name_external_data(p, chunk=4)
+    # a model with external data still lists its data file; one with inline weights is not parsed
+    ext = tmp_path / "ext.onnx"
+    onnx.save_model(ZOO["vgg_like"](), str(ext), save_as_external_data=True, location="ext.bin", size_threshold=0)
+    assert model_files(ext) == [ext, tmp_path / "ext.bin"]
+    inline = tmp_path / "inline.onnx"
+    onnx.save_model(ZOO["vgg_like"](), str(inline))
+    assert model_files(inline) == [inline]

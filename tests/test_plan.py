@@ -81,3 +81,38 @@ def test_explicit_plan_refuses_frozen_and_emptying(dg):
     s = g.strata[0]
     with pytest.raises(PlanError, match="every channel"):
         plan_from_channels(dg, g.channels[g.strata == s])
+
+
+# ------------------------------------------------------------------ speed-aware default widths
+def test_default_widths_are_multiples_of_eight_and_heads_count_as_their_width():
+    """The default keeps channel counts a multiple of 8; an attention head of width 16 is already
+    a block of 16 weight columns, so heads are removed one at a time, not held back."""
+    from models.transformers import bert_like
+    from onnxprune import api
+    from onnxprune.plan import DEFAULT_ROUND_TO, channel_step
+    from tests.conftest import assert_valid
+
+    assert DEFAULT_ROUND_TO == 8
+    model = load(bert_like(hidden=64, heads=4, ffn=120))
+    dg = build_depgraph(model)
+    heads = [g for g in dg.groups if not g.is_barrier and g.size == 4]
+    ffn = [g for g in dg.groups if not g.is_barrier and g.size == 120]
+    assert heads and ffn
+    assert all(g.unit == 16 and channel_step(g, 8) == 1 for g in heads)
+    assert all(g.unit == 1 and channel_step(g, 8) == 8 for g in ffn)
+    res = api.prune(bert_like(hidden=64, heads=4, ffn=120), ratio=0.3)  # the default round_to
+    assert_valid(res.proto)
+    after = {gp.group: gp.after for gp in res.plan.groups}
+    assert all(after[g.id] == 3 for g in heads)  # 4 heads at 0.3: one goes (1.2 rounds to 1)
+    assert all(after[g.id] == 88 for g in ffn)  # 120 at 0.3 keeps 84, rounded up to 88
+    exact = api.prune(bert_like(hidden=64, heads=4, ffn=120), ratio=0.3, round_to=1)
+    assert all(gp.after == 84 for gp in exact.plan.groups if gp.before == 120)
+
+
+def test_a_flatten_into_a_gemm_does_not_loosen_the_conv_widths():
+    """Conv channels spread over many Gemm inputs by a Flatten still round to 8 (their kernel
+    width is the Conv's output channels, not the Gemm's input columns)."""
+    dg_ = build_depgraph(load(ZOO["flatten_gemm_head"]()))
+    spread = [g for g in dg_.groups if not g.is_barrier
+              and any(dg_.spaces[k].size > len(np.unique(dg_.space_channels(k))) for k in g.spaces)]
+    assert spread and all(g.unit == 1 for g in spread)

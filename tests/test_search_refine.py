@@ -18,7 +18,7 @@ from onnxprune.sensitivity import Calibration, Evaluator, SearchSpace
 from onnxprune.verify import session
 from tests.conftest import assert_valid
 
-FAST = dict(repeat=4, steps=3, top_k=2, calib_samples=64, check_candidates=2, sensitivity_ratios=(0.5,))
+FAST = dict(repeat=4, steps=3, top_k=2, calib_samples=64, check_candidates=2, sensitivity_ratios=(0.5,), round_to=1)
 
 
 def _mlp(hidden: int = 8, seed: int = 0) -> onnx.ModelProto:

