@@ -32,6 +32,7 @@ __all__ = [
     "weights_from_constant_of_shape",
     "branches_share_a_weight",
     "broadcast_gate",
+    "jax_regrouped_layernorm",
 ]
 
 
@@ -468,3 +469,92 @@ def broadcast_gate(seed: int = 0, hidden: int = 12) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])
     return _model(nodes, [x], [y], inits)
+
+
+def jax_regrouped_layernorm(seed: int = 0, seq: int = 32, dense: int = 8, group: int = 4,
+                            conv: int = 12) -> onnx.ModelProto:
+    """The byte-classifier trunk that jax2tf + tf2onnx writes (a Magika-style model).
+
+    ``MatMul+Add`` to ``dense`` features per position and a tanh-GELU, then a ``Reshape`` built
+    at run time (``Concat(Slice(Shape(x)), [seq/group], [group*dense])``) that regroups
+    ``[B, seq, dense]`` into ``[B, seq/group, group*dense]``; a LayerNorm over the *position*
+    axis spelled ``ReduceSum(keepdims=0) * (1/n)``, ``E[x^2] - E[x]^2``, each statistic
+    ``Reshape``d and ``Expand``ed (BroadcastTo) to ``[B, 1, group*dense]`` by a shape vector that
+    names the width; then ``Unsqueeze``, a ``Slice`` whose int32 parameters cover every axis,
+    ``Transpose`` to NCHW, ``Conv(kx1)``, ``Squeeze``, ``GlobalMaxPool`` and a ``MatMul`` head.
+    """
+    rng = np.random.default_rng(seed)
+    width = group * dense
+    positions = seq // group
+    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    i32 = lambda n, v: numpy_helper.from_array(np.asarray(v, dtype=np.int32), n)  # noqa: E731
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((6, dense)) * 0.5).astype(np.float32), "dense.w"),
+        numpy_helper.from_array(_b(rng, dense).reshape(1, 1, dense), "dense.b"),
+        numpy_helper.from_array(f32(0.044715), "gelu.c"), numpy_helper.from_array(f32(0.7978846), "gelu.s"),
+        numpy_helper.from_array(f32(1.0), "one"), numpy_helper.from_array(f32(0.5), "half"),
+        i32("axis0", [0]), i32("axis1", [1]), i32("n_pos", [positions]), i32("n_one", [1]), i32("n_width", [width]),
+        _i64("reduce_axes", [1]),
+        numpy_helper.from_array(f32(1.0 / positions), "inv_n"),
+        numpy_helper.from_array(f32(1e-6), "eps"), numpy_helper.from_array(f32(0.0), "zero"),
+        numpy_helper.from_array((1.0 + 0.1 * rng.standard_normal((1, positions, 1))).astype(np.float32), "ln.gamma"),
+        numpy_helper.from_array((0.1 * rng.standard_normal((1, positions, 1))).astype(np.float32), "ln.beta"),
+        _i64("unsq_axes", [3]),
+        i32("sl.starts", [0, 0, 0, 0]), i32("sl.ends", [10**9] * 4), i32("sl.axes", [0, 2, 1, 3]), i32("sl.steps", [1] * 4),
+        numpy_helper.from_array(_w(rng, conv, width, 3, 1), "conv.w"),
+        numpy_helper.from_array(_b(rng, conv).reshape(1, conv, 1), "conv.b"),
+        _i64("sq_axes", [3]), _i64("sq2_axes", [2]),
+        numpy_helper.from_array(_w(rng, 5, conv).T.copy(), "head.w"),
+    ]
+    mk = helper.make_node
+    nodes = [
+        mk("MatMul", ["x", "dense.w"], ["d0"], name="Dense_0/einsum"),
+        mk("Add", ["d0", "dense.b"], ["d"], name="Dense_0/AddV2"),
+        # tanh GELU, as jax.nn.gelu writes it
+        mk("Mul", ["d", "d"], ["d2"], name="gelu/sq"), mk("Mul", ["d2", "d"], ["d3"], name="gelu/cube"),
+        mk("Mul", ["gelu.c", "d3"], ["d3c"], name="gelu/c"), mk("Add", ["d", "d3c"], ["inner"], name="gelu/add"),
+        mk("Mul", ["gelu.s", "inner"], ["inner_s"], name="gelu/s"), mk("Tanh", ["inner_s"], ["th"], name="gelu/tanh"),
+        mk("Add", ["one", "th"], ["th1"], name="gelu/one"), mk("Mul", ["half", "th1"], ["th2"], name="gelu/half"),
+        mk("Mul", ["d", "th2"], ["g"], name="gelu/out"),
+        # run-time target: the batch read from the input, the regrouped sizes as constants
+        mk("Shape", ["x"], ["xshape"], name="Shape"), mk("Cast", ["xshape"], ["xshape32"], name="Shape__cast", to=6),
+        mk("Slice", ["xshape32", "axis0", "axis1", "axis0"], ["batch"], name="strided_slice"),
+        mk("Concat", ["batch", "n_pos", "n_width"], ["rs_shape32"], name="Reshape/shape_Concat", axis=0),
+        mk("Cast", ["rs_shape32"], ["rs_shape"], name="Reshape__cast", to=7),
+        mk("Reshape", ["g", "rs_shape"], ["r"], name="Reshape"),
+        # LayerNorm over the position axis, statistics by ReduceSum and 1/n
+        mk("Concat", ["batch", "n_one", "n_width"], ["bc_shape32"], name="LayerNorm/shape_Concat", axis=0),
+        mk("Cast", ["bc_shape32"], ["bc_shape"], name="LayerNorm/shape_cast", to=7),
+        mk("ReduceSum", ["r", "reduce_axes"], ["s1"], name="LayerNorm/Sum", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["r", "r"], ["rsq"], name="LayerNorm/Square"),
+        mk("ReduceSum", ["rsq", "reduce_axes"], ["s2"], name="LayerNorm/Sum_1", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["s1", "inv_n"], ["mean"], name="LayerNorm/truediv"),
+        mk("Mul", ["s2", "inv_n"], ["meansq"], name="LayerNorm/truediv_1"),
+        mk("Mul", ["mean", "mean"], ["mean2"], name="LayerNorm/Square_1"),
+        mk("Sub", ["meansq", "mean2"], ["var0"], name="LayerNorm/Sub"),
+        mk("Max", ["zero", "var0"], ["var"], name="LayerNorm/Maximum"),
+        mk("Reshape", ["var", "bc_shape"], ["var_r"], name="LayerNorm/Reshape_1"),
+        mk("Expand", ["var_r", "bc_shape"], ["var_b"], name="LayerNorm/BroadcastTo_1"),
+        mk("Add", ["var_b", "eps"], ["var_e"], name="LayerNorm/AddV2"),
+        mk("Sqrt", ["var_e"], ["std"], name="LayerNorm/Rsqrt"), mk("Reciprocal", ["std"], ["inv_std"], name="LayerNorm/Rsqrt__r"),
+        mk("Mul", ["inv_std", "ln.gamma"], ["scale"], name="LayerNorm/Mul"),
+        mk("Reshape", ["mean", "bc_shape"], ["mean_r"], name="LayerNorm/Reshape"),
+        mk("Expand", ["mean_r", "bc_shape"], ["mean_b"], name="LayerNorm/BroadcastTo"),
+        mk("Sub", ["r", "mean_b"], ["centered"], name="LayerNorm/Sub_1"),
+        mk("Mul", ["centered", "scale"], ["normed"], name="LayerNorm/Mul_1"),
+        mk("Add", ["normed", "ln.beta"], ["ln"], name="LayerNorm/AddV2_1"),
+        # Conv over positions: NHWC -> NCHW as tf2onnx writes a Conv1D
+        mk("Unsqueeze", ["ln", "unsq_axes"], ["u"], name="Unsqueeze"),
+        mk("Slice", ["u", "sl.starts", "sl.ends", "sl.axes", "sl.steps"], ["us"], name="Conv_0/strided_slice"),
+        mk("Transpose", ["us"], ["nchw"], name="Conv_0/Conv2D__t", perm=[0, 2, 1, 3]),
+        mk("Conv", ["nchw", "conv.w"], ["c"], name="Conv_0/Conv2D", kernel_shape=[3, 1]),
+        mk("Squeeze", ["c", "sq_axes"], ["c3"], name="Conv_0/squeeze"),
+        mk("Add", ["c3", "conv.b"], ["cb"], name="Conv_0/AddV2"),
+        mk("Relu", ["cb"], ["ca"], name="act"),
+        mk("GlobalMaxPool", ["ca"], ["pooled"], name="Max"),
+        mk("Squeeze", ["pooled", "sq2_axes"], ["feat"], name="Max_Squeeze"),
+        mk("MatMul", ["feat", "head.w"], ["logits"], name="Dense_1/MatMul"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, 6])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])
+    return _model(nodes, [x], [y], inits, opset=17)

@@ -32,8 +32,8 @@ from .errors import ApplyError, PlanError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import load_proto, save_proto
-from .plan import DEFAULT_ROUND_TO, Plan, global_plan, uniform_plan
-from .profile import LINEAR_OPS, Profile, profile
+from .plan import DEFAULT_ROUND_TO, Plan, global_plan, parse_target, ratio_for_target, uniform_plan
+from .profile import LINEAR_OPS, CostModel, Profile, profile
 from .reconstruct import RefitReport, consumer_cuts, correct
 from .reconstruct import reconstruct as reconstruct_model
 from .verify import validate
@@ -130,6 +130,11 @@ class PruneResult:
     reconstruction: list[RefitReport] = field(default_factory=list)
     #: number of calibration samples used (0 without calibration)
     calib_samples: int = 0
+    #: the ratio the planner used (chosen by bisection when a MACs or params target was given)
+    ratio: float | None = None
+    #: the targets asked for, as absolute counts: {"macs": ..., "params": ...}; whether met
+    targets: dict[str, float] = field(default_factory=dict)
+    targets_met: bool = True
 
     def save(self, path: str | os.PathLike[str], protect: tuple[str, ...] = ()) -> Path:
         """Writes the pruned model atomically; refuses to overwrite the input file."""
@@ -170,6 +175,8 @@ def prune(
     progress: Progress | None = None,
     correction_passes: int = 0,
     stats: CalibrationStats | None = None,
+    target_macs: str | float | None = None,
+    target_params: str | float | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -210,6 +217,10 @@ def prune(
         correction_passes: after the one-shot refit, refit this many times more on the inputs
             the layers receive in the pruned model (error feedback; each pass runs the original
             and the pruned model over the calibration data once more; 0 = one-shot only).
+        target_macs: size by cost instead of by ``ratio``: ``"0.7x"`` (of the original's MACs),
+            ``"1.2G"`` or a number; the smallest ratio (uniform, or global with
+            ``global_ranking``) whose plan lands at or under it is chosen.
+        target_params: the same for parameters (both may be given; both are met).
     """
     if depgraph is not None:
         model, dg = depgraph.model, depgraph
@@ -242,9 +253,23 @@ def prune(
         early = [c.node for c in consumers] if reconstruct and refit else []
         stats = collect_stats(model, calib, consumers, channels=True, grams=early, max_rows=max_rows,
                               seed=seed, progress=progress, proto=original)
+    targets: dict[str, float] = {}
+    met = True
     if plan is None:
         score = channel_importance(dg, criterion, seed, stats)
         make = global_plan if global_ranking else uniform_plan
+        if target_macs is not None or target_params is not None:
+            cost = CostModel(model, dg)
+            for what, given, full in (("macs", target_macs, cost.full_macs), ("params", target_params, cost.full_params)):
+                t = parse_target(given, what) if isinstance(given, str) else (
+                    None if given is None else ("abs", float(given)))
+                if t is not None:
+                    targets[what] = t[1] * full if t[0] == "ratio" else t[1]
+            ratio, met = ratio_for_target(dg, make, score, cost, targets.get("macs"), targets.get("params"),
+                                          round_to, min_channels)
+            if not met:
+                log.warning("the target cannot be reached: at ratio %.2f the prunable layers are as small as "
+                            "they may get; `onnxprune analyze` shows what the barriers freeze", ratio)
         plan = make(dg, ratio, criterion, round_to, min_channels, seed, importance=score)
     if plan.n_removed == 0:
         log.warning("nothing to prune: every group is a barrier or the ratio removes no channel%s",
@@ -275,7 +300,7 @@ def prune(
     if plan.n_removed == 0 and not reports and isinstance(source, (str, os.PathLike, onnx.ModelProto)):
         # Nothing changed: write the model exactly as it was given, never a re-export of it.
         proto = load_proto(source) if not isinstance(source, onnx.ModelProto) else source
-        return PruneResult(model, proto, plan, before, before, dg, reports, 0)
+        return PruneResult(model, proto, plan, before, before, dg, reports, 0, ratio, targets, met)
     proto = model.to_proto()
     fixed = _analysis_shapes(model)
     # An input the exporter left without a shape is checked at the size the analysis used; the
@@ -296,4 +321,4 @@ def prune(
         if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):
             raise ApplyError(f"output '{vi.name}' changed shape {tuple(want)} -> {o_new.shape}")
     return PruneResult(model, proto, plan, before, profile(model), dg, reports,
-                       calib.n_samples if calib is not None else 0)
+                       calib.n_samples if calib is not None else 0, ratio, targets, met)

@@ -43,7 +43,7 @@ from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import check_destination, load_proto, parse_input_shapes
-from .plan import DEFAULT_ROUND_TO
+from .plan import DEFAULT_ROUND_TO, parse_target
 from .profile import profile
 from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
 from .verify import compare, make_feeds, ort_message, session, user_session
@@ -138,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(pp)
     pp.add_argument("-o", "--output", help="output .onnx file (default: <model>-pruned.onnx beside the input)")
-    pp.add_argument("--ratio", type=float, default=0.5, help="share of channels removed per layer, in [0, 1) (default 0.5)")
+    pp.add_argument("--ratio", type=float, default=None,
+                    help="share of channels removed per layer, in [0, 1) (default 0.5 unless a target is given)")
+    pp.add_argument("--target-macs", metavar="T",
+                    help="size by cost instead: the smallest ratio whose model has at most T MACs, as a share "
+                    "of the original's (0.7x) or a count (1.2G); with --global the ranking is global")
+    pp.add_argument("--target-params", metavar="T", help="the same for parameters (0.5x, 3M); both may be given")
     pp.add_argument("--criterion", choices=CRITERIA, default="l1",
                     help="channel importance (default l1): l1/l2 weight magnitude, bn BatchNorm scale, "
                     "random; with --calib: wanda (|W| x input activation norm), fluct (input variance x "
@@ -568,6 +573,13 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
     if args.bias_only and not args.reconstruct:
         raise UsageError("--bias-only only applies with --reconstruct")
+    targeted = args.target_macs is not None or args.target_params is not None
+    if targeted and args.ratio is not None:
+        raise UsageError("give --ratio or --target-macs/--target-params, not both: a target chooses the ratio")
+    if targeted:
+        for what, text in (("macs", args.target_macs), ("params", args.target_params)):
+            parse_target(text, what)  # a bad target is refused before any work
+    ratio = 0.5 if args.ratio is None else args.ratio
     if args.measure:
         if args.repeat < 3 or args.threads < 0 or args.measure_batch < 1:
             raise UsageError("--repeat must be >= 3, --threads >= 0 and --measure-batch >= 1")
@@ -577,7 +589,9 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     with bar, (console.status("pruning…", spinner="dots") if not args.json and not args.calib else _null()):
         res = prune(
             args.model,
-            ratio=args.ratio,
+            ratio=ratio,
+            target_macs=args.target_macs,
+            target_params=args.target_params,
             criterion=args.criterion,
             round_to=args.round_to,
             min_channels=args.min_channels,
@@ -638,6 +652,13 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"removed {data['channels_removed']} channels in {len(data['groups'])} groups "
                   f"[dim]({elapsed:.2f}s)[/dim]")
+    for what, label, before, after in (("macs", "MACs", data["macs_before"], data["macs_after"]),
+                                       ("params", "params", data["params_before"], data["params_after"])):
+        if what in res.targets:
+            t = res.targets[what]
+            verdict = "met" if after <= t else "[yellow]not met[/yellow] (barriers freeze the rest)"
+            console.print(f"target {label} ≤ {human(t)} ({t / before:.3f}x): {human(after)} ({after / before:.3f}x), "
+                          f"{verdict}; ratio {res.ratio:.3f} per layer")
     if args.measure:
         lat = data["latency"]
         console.print(f"latency ({short_ep(lat['provider'])}, batch {lat['batch']}, {lat['threads']} threads, "

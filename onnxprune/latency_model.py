@@ -47,7 +47,7 @@ from onnx import TensorProto, helper
 from .bench import Runner, interleave
 from .depgraph import DepGraph
 from .graph import Model, const_value
-from .profile import node_macs
+from .profile import CostModel
 
 __all__ = ["LayerSpec", "LatencyModel", "GRID"]
 
@@ -197,7 +197,7 @@ class LatencyModel:
         self.overhead_ms = 0.0
         self._collect(batch)
         self._collect_activations()
-        self._collect_macs()
+        self.cost = CostModel(model, dg)
 
     # ---------------------------------------------------------------- structure
     def _space_of(self, name: str, axis: int) -> np.ndarray | None:
@@ -245,50 +245,17 @@ class LatencyModel:
         self._act_c = np.concatenate(chans) if chans else np.zeros(0, dtype=np.int64)
         self._act_full = float(self._act_w.sum()) or 1.0
 
-    def _collect_macs(self) -> None:
-        """Per node: MACs, params, and the channel ids whose kept share scales them."""
-        self._nodes: list[tuple[int, int, list[tuple[np.ndarray, int]]]] = []
-        shapes = self.model.shapes
-        for node in self.model.graph.nodes:
-            macs = node_macs(node, self.model) or 0
-            params = sum(int(np.prod(t.shape)) for t in node.inputs
-                         if isinstance(t, gs.Constant) and np.issubdtype(np.dtype(t.dtype), np.floating))
-            if not macs and not params:
-                continue
-            factors: list[tuple[np.ndarray, int]] = []
-            w = node.inputs[1] if len(node.inputs) > 1 else None
-            if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and w is not None and isinstance(w, gs.Constant):
-                ws = shapes.get(w.name) or tuple(w.shape)
-                for a in range(len(ws)):
-                    ch = self._space_of(w.name, a)
-                    if ch is not None:
-                        factors.append((ch, len(ch)))
-                g = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
-                if g > 1:  # pruning removes whole groups: input channels scale too
-                    ch = self._space_of(node.inputs[0].name, 1)
-                    out = self._space_of(node.outputs[0].name, 1)
-                    if ch is not None and out is None:
-                        factors.append((ch, len(ch)))
-            else:
-                x = node.inputs[0] if node.inputs else None
-                ch = self._space_of(x.name, 1) if x is not None else None
-                if ch is not None:
-                    factors.append((ch, len(ch)))
-            self._nodes.append((macs, params, factors))
-        self.full_macs = sum(m for m, _, _ in self._nodes)
-        self.full_params = sum(p for _, p, _ in self._nodes)
+    @property
+    def full_macs(self) -> int:
+        return self.cost.full_macs
 
-    # ---------------------------------------------------------------- estimates
+    @property
+    def full_params(self) -> int:
+        return self.cost.full_params
+
     def macs_params(self, removed: np.ndarray) -> tuple[int, int]:
         """Estimated MACs and params of the model with ``removed`` channels gone."""
-        macs = params = 0.0
-        for m, p, factors in self._nodes:
-            s = 1.0
-            for ch, n in factors:
-                s *= (n - removed[ch].sum()) / n
-            macs += m * s
-            params += p * s
-        return int(round(macs)), int(round(params))
+        return self.cost.macs_params(removed)
 
     def activation_share(self, removed: np.ndarray) -> float:
         if not len(self._act_c):

@@ -20,13 +20,16 @@ actually removed can fall slightly below ``ratio``.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .depgraph import DepGraph, Group
-from .errors import PlanError
+from .errors import PlanError, UsageError
 from .importance import channel_importance, normalized_importance
+from .profile import CostModel
 
 #: Kept channel counts are a multiple of this unless told otherwise: onnxruntime's CPU (MLAS,
 #: 8-wide AVX2 blocks) and CUDA (tensor-core tiles) kernels run widths like 17 or 45 slower
@@ -34,7 +37,7 @@ from .importance import channel_importance, normalized_importance
 DEFAULT_ROUND_TO = 8
 
 __all__ = ["DEFAULT_ROUND_TO", "Plan", "GroupPlan", "uniform_plan", "global_plan", "group_removal", "channel_step",
-           "plan_from_channels"]
+           "plan_from_channels", "parse_target", "ratio_for_target"]
 
 
 @dataclass
@@ -189,3 +192,65 @@ def plan_from_channels(dg: DepGraph, channels: np.ndarray | list[int]) -> Plan:
             if removed[idx].all():
                 raise PlanError(f"plan would remove every channel of a stratum in group {g.id}")
     return Plan(removed, _summarize(dg, removed))
+
+
+# --------------------------------------------------------------------- sizing by cost
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_target(text: str | None, what: str, unit: str | None = None) -> tuple[str, float] | None:
+    """``0.5x`` -> ("ratio", 0.5); ``12ms`` -> ("abs", 12.0); ``1.2G`` -> ("abs", 1.2e9)."""
+    if text is None:
+        return None
+    t = text.strip().lower()
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*x", t)
+    if m:
+        v = float(m.group(1))
+        if not 0 < v <= 1:
+            raise UsageError(f"--target-{what} {text}: a ratio must be in (0, 1]")
+        return ("ratio", v)
+    if unit == "ms":
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(ms|s)", t)
+        if not m:
+            raise UsageError(f"--target-{what} {text}: expected a ratio such as 0.5x or a time such as 12ms")
+        v = float(m.group(1)) * (1e3 if m.group(2) == "s" else 1.0)
+    else:
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([kmgt]?)", t)
+        if not m:
+            raise UsageError(f"--target-{what} {text}: expected a ratio such as 0.5x or a count such as 1.2G")
+        v = float(m.group(1)) * _SUFFIX[m.group(2)]
+    if v <= 0:
+        raise UsageError(f"--target-{what} {text}: must be positive")
+    return ("abs", v)
+
+
+def ratio_for_target(
+    dg: DepGraph,
+    make: Callable[..., Plan],
+    score: np.ndarray,
+    cost: CostModel,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    round_to: int = 1,
+    min_channels: int = 1,
+) -> tuple[float, bool]:
+    """The smallest ratio whose plan (``make``: uniform or global) meets every absolute target.
+
+    Bisection: the channels a planner removes grow with the ratio, so MACs and params only
+    fall. Returns ``(ratio, met)``; when even the largest ratio misses (barriers freeze too
+    much), that ratio and ``False``.
+    """
+    def fits(r: float) -> bool:
+        macs, params = cost.macs_params(make(dg, r, round_to=round_to, min_channels=min_channels,
+                                             importance=score).removed)
+        return (target_macs is None or macs <= target_macs) and (target_params is None or params <= target_params)
+
+    lo, hi = 0.0, 0.95
+    if fits(lo):
+        return lo, True
+    if not fits(hi):
+        return hi, False
+    for _ in range(24):  # 0.95 / 2**24: far below one channel of any layer
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi, True

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .graph import Model
 
-__all__ = ["NodeStat", "Profile", "profile", "node_macs", "LINEAR_OPS", "POOL_OPS", "NORM_OPS"]
+if TYPE_CHECKING:
+    from .depgraph import DepGraph
+
+__all__ = ["NodeStat", "Profile", "profile", "node_macs", "CostModel", "LINEAR_OPS", "POOL_OPS", "NORM_OPS"]
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 POOL_OPS = ("MaxPool", "AveragePool", "LpPool")
@@ -171,3 +175,63 @@ def profile(model: Model) -> Profile:
         prof.macs += m
         prof.params += p
     return prof
+
+
+class CostModel:
+    """MACs and params of a model after removing channels, estimated without rewriting it.
+
+    Per node it keeps its MACs and params and the channel ids whose kept share scales them (a
+    weighted layer scales with each pruned weight axis, a grouped Conv also with its input
+    groups, any other op with its input's channel axis); removing channels multiplies by the
+    kept shares. Exact for Conv/Gemm/MatMul layers whose axes are pruned independently.
+    """
+
+    def __init__(self, model: Model, dg: DepGraph) -> None:
+        self.dg = dg
+        self._nodes: list[tuple[int, int, list[tuple[np.ndarray, int]]]] = []
+        shapes = model.shapes
+        for node in model.graph.nodes:
+            macs = node_macs(node, model) or 0
+            params = sum(int(np.prod(t.shape)) for t in node.inputs
+                         if isinstance(t, gs.Constant) and np.issubdtype(np.dtype(t.dtype), np.floating))
+            if not macs and not params:
+                continue
+            factors: list[tuple[np.ndarray, int]] = []
+            w = node.inputs[1] if len(node.inputs) > 1 else None
+            if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and w is not None and isinstance(w, gs.Constant):
+                ws = shapes.get(w.name) or tuple(w.shape)
+                for a in range(len(ws)):
+                    ch = self._space_of(w.name, a)
+                    if ch is not None:
+                        factors.append((ch, len(ch)))
+                g = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
+                if g > 1:  # pruning removes whole groups: input channels scale too
+                    ch = self._space_of(node.inputs[0].name, 1)
+                    out = self._space_of(node.outputs[0].name, 1)
+                    if ch is not None and out is None:
+                        factors.append((ch, len(ch)))
+            else:
+                x = node.inputs[0] if node.inputs else None
+                ch = self._space_of(x.name, 1) if x is not None else None
+                if ch is not None:
+                    factors.append((ch, len(ch)))
+            self._nodes.append((macs, params, factors))
+        self.full_macs = sum(m for m, _, _ in self._nodes)
+        self.full_params = sum(p for _, p, _ in self._nodes)
+
+    def _space_of(self, name: str, axis: int) -> np.ndarray | None:
+        key = (name, axis)
+        if key in self.dg.spaces and self.dg.spaces[key].size:
+            return self.dg.space_channels(key)
+        return None
+
+    def macs_params(self, removed: np.ndarray) -> tuple[int, int]:
+        """Estimated MACs and params of the model with ``removed`` channels gone."""
+        macs = params = 0.0
+        for m, p, factors in self._nodes:
+            s = 1.0
+            for ch, n in factors:
+                s *= (n - removed[ch].sum()) / n
+            macs += m * s
+            params += p * s
+        return int(round(macs)), int(round(params))

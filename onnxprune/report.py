@@ -107,6 +107,9 @@ def prune_dict(res: PruneResult) -> dict[str, Any]:
         "macs_before": res.before.macs,
         "macs_after": res.after.macs,
         "channels_removed": res.plan.n_removed,
+        "ratio": res.ratio,
+        **({"targets": {k: int(v) for k, v in res.targets.items()}, "targets_met": res.targets_met}
+           if res.targets else {}),
         "groups": [
             {"id": gp.group, "before": gp.before, "after": gp.after} for gp in res.plan.groups
         ],

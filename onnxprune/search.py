@@ -66,7 +66,7 @@ from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import load_proto, save_figure, save_proto, save_text
 from .latency_model import LatencyModel
-from .plan import DEFAULT_ROUND_TO
+from .plan import DEFAULT_ROUND_TO, parse_target
 from .profile import profile
 from .sensitivity import (
     Evaluator,
@@ -95,35 +95,6 @@ MIN_TURN_MS = 10.0
 #: rounds of "measure the choice, tighten the predicted target, search on" after the first
 MAX_REFINEMENTS = 2
 Progress = Callable[[str, int, int, str], None]
-
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-
-
-def parse_target(text: str | None, what: str, unit: str | None = None) -> tuple[str, float] | None:
-    """``0.5x`` -> ("ratio", 0.5); ``12ms`` -> ("abs", 12.0); ``1.2G`` -> ("abs", 1.2e9)."""
-    if text is None:
-        return None
-    t = text.strip().lower()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*x", t)
-    if m:
-        v = float(m.group(1))
-        if not 0 < v <= 1:
-            raise UsageError(f"--target-{what} {text}: a ratio must be in (0, 1]")
-        return ("ratio", v)
-    if unit == "ms":
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(ms|s)", t)
-        if not m:
-            raise UsageError(f"--target-{what} {text}: expected a ratio such as 0.5x or a time such as 12ms")
-        v = float(m.group(1)) * (1e3 if m.group(2) == "s" else 1.0)
-    else:
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([kmgt]?)", t)
-        if not m:
-            raise UsageError(f"--target-{what} {text}: expected a ratio such as 0.5x or a count such as 1.2G")
-        v = float(m.group(1)) * _SUFFIX[m.group(2)]
-    if v <= 0:
-        raise UsageError(f"--target-{what} {text}: must be positive")
-    return ("abs", v)
-
 
 @dataclass
 class SearchOptions:

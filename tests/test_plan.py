@@ -116,3 +116,58 @@ def test_a_flatten_into_a_gemm_does_not_loosen_the_conv_widths():
     spread = [g for g in dg_.groups if not g.is_barrier
               and any(dg_.spaces[k].size > len(np.unique(dg_.space_channels(k))) for k in g.spaces)]
     assert spread and all(g.unit == 1 for g in spread)
+
+
+# ------------------------------------------------------------------------------ sizing by cost
+@pytest.mark.parametrize("name, global_ranking", [("resnet_bottleneck", False), ("mobilenet_v2", False),
+                                                  ("densenet_block", True)])
+def test_target_macs_lands_at_or_just_under_the_target(name, global_ranking):
+    from onnxprune import api
+
+    res = api.prune(ZOO[name](), target_macs="0.6x", global_ranking=global_ranking, round_to=1)
+    share = res.after.macs / res.before.macs
+    assert res.targets_met and share <= 0.6 + 1e-9
+    # the smallest ratio that meets it: a little less pruning misses the target
+    less = api.prune(ZOO[name](), ratio=max(0.0, res.ratio - 0.02), global_ranking=global_ranking, round_to=1)
+    assert less.after.macs / less.before.macs > share
+    assert share > 0.45  # not far below: the bisection stops at the first ratio that fits
+
+
+def test_cost_model_matches_the_profile_of_the_pruned_model():
+    from onnxprune import api
+    from onnxprune.profile import CostModel
+
+    model = load(ZOO["resnet_basic"]())
+    dg_ = build_depgraph(model)
+    plan = uniform_plan(dg_, 0.4)
+    macs, params = CostModel(model, dg_).macs_params(plan.removed)
+    res = api.prune(model, plan=plan, depgraph=dg_)
+    assert macs == pytest.approx(res.after.macs, rel=1e-6) and params == pytest.approx(res.after.params, rel=1e-3)
+
+
+def test_target_options_on_the_command_line(tmp_path, capsys):
+    import json
+
+    import onnx
+
+    from onnxprune.cli import main
+
+    src = tmp_path / "m.onnx"
+    onnx.save(ZOO["resnet_bottleneck"](), src)
+    out = tmp_path / "o.onnx"
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.3", "--target-macs", "0.5x"]) == 2
+    assert main(["prune", str(src), "-o", str(out), "--target-macs", "1.5x"]) == 2  # a ratio above 1
+    assert not out.exists()
+    capsys.readouterr()
+    assert main(["prune", str(src), "-o", str(out), "--target-params", "0.5x", "--round-to", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["targets_met"] and data["params_after"] <= data["targets"]["params"]
+    assert data["targets"]["params"] == int(0.5 * data["params_before"]) and 0 < data["ratio"] < 0.95
+
+
+def test_an_unreachable_target_is_reported_not_met(caplog):
+    from onnxprune import api
+
+    res = api.prune(ZOO["resnet_basic"](), target_macs=1, round_to=1)  # one MAC: the frozen stem and head stay
+    assert not res.targets_met and res.ratio == pytest.approx(0.95)
+    assert "cannot be reached" in caplog.text

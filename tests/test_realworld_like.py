@@ -29,7 +29,7 @@ from onnxprune.testing import choose_channels, kill_channels
 
 #: Builders with something to prune, each with a trait that broke a real model.
 PRUNABLE = ["dynamic_hw_detector", "bert_like", "audio_frontend", "vad_like", "lstm_fixed_batch",
-            "negative_batch_classifier", "broadcast_gate"]
+            "negative_batch_classifier", "broadcast_gate", "jax_regrouped_layernorm"]
 
 
 def _save(tmp_path: Path, name: str) -> Path:
@@ -382,3 +382,29 @@ def test_an_expanded_broadcast_axis_does_not_freeze_the_channels_it_meets():
     expand = next(n for n in res.proto.graph.node if n.op_type == "Expand")
     assert list(target[expand.input[1]]) == [1, 6, 16, 16]
 
+
+
+def test_regrouped_features_and_jax_layernorm_broadcasts_are_pruned_losslessly():
+    """jax2tf/tf2onnx: features regrouped by a run-time Reshape ([B,32,8] -> [B,8,32]), a LayerNorm
+    whose statistics are broadcast back by ``Expand`` to a shape naming the width, int32 Slice
+    parameters: the dense features and the Conv channels are both cut, outputs unchanged."""
+    model = load(R.jax_regrouped_layernorm())
+    dg = build_depgraph(model)
+    sizes = sorted(g.size for g in dg.groups if not g.is_barrier)
+    assert 8 in sizes and 12 in sizes  # the dense features and the Conv channels
+    dense = next(g for g in dg.groups if not g.is_barrier and g.size == 8)
+    conv = next(g for g in dg.groups if not g.is_barrier and g.size == 12)
+    chans = np.concatenate([dense.channels[[1, 6]], conv.channels[[0, 5, 9]]])
+    kill_channels(dg, chans)
+    ref = verify.session(model.to_proto())
+    feeds = [{"x": np.random.default_rng(b).standard_normal((b, 32, 6)).astype(np.float32)} for b in (1, 3)]
+    refs = [verify.run(ref, f) for f in feeds]
+    res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
+    onnx.checker.check_model(res.proto, full_check=True)
+    inits = {t.name: t for t in res.proto.graph.initializer}
+    assert list(inits["dense.w"].dims) == [6, 6] and list(inits["conv.w"].dims) == [9, 24, 3, 1]
+    sess = verify.session(res.proto)
+    for f, want in zip(feeds, refs):
+        np.testing.assert_allclose(verify.run(sess, f)[0], want[0], rtol=1e-4, atol=1e-5)
+    starts = next(n for n in res.proto.graph.node if n.op_type == "Slice" and n.name == "Conv_0/strided_slice")
+    assert inits[starts.input[1]].data_type == onnx.TensorProto.INT32  # the Slice keeps one integer type

@@ -167,8 +167,28 @@ def _reshape_relations(
                     Expand((y.name, j), (x.name, gi[0]), outer, inner, follow_up=True, family=f"{node.name}:{gi[0]}")
                 )
         else:
-            reason = f"{node.op} '{node.name}' mixes axes {gi} into {gj}"
-            rels += [Opaque((x.name, a), reason) for a in gi] + [Opaque((y.name, j), reason) for j in gj]
+            rels += _regrouped(node, ctx, x, y, xs, ys, gi, gj)
+    return rels
+
+
+def _regrouped(node: gs.Node, ctx: RuleContext, x: gs.Tensor, y: gs.Tensor, xs: tuple, ys: tuple,
+               gi: list[int], gj: list[int]) -> list[Relation]:
+    """Axes regrouped ([B, 2048, 64] -> [B, 512, 256]): in row-major order the last axis of one
+    side is the innermost block of the last axis of the other (256 = 4 x 64), so a feature ``c``
+    of the narrower one sits at ``k * 64 + c`` in the wider one. That pair is an Expand (outer =
+    the quotient, inner = 1); the other axes of the run are mixed."""
+    a, j = gi[-1], gj[-1]
+    reason = f"{node.op} '{node.name}' mixes axes {gi} into {gj}"
+    rels: list[Relation] = []
+    if ys[j] % xs[a] == 0:
+        weight = ctx.const(x) is not None
+        rels.append(Expand((x.name, a), (y.name, j), ys[j] // xs[a], 1, follow_up=weight))
+    elif xs[a] % ys[j] == 0:
+        rels.append(Expand((y.name, j), (x.name, a), xs[a] // ys[j], 1, follow_up=True))
+    else:
+        a = j = -1
+    rels += [Opaque((x.name, b), reason) for b in gi if b != a]
+    rels += [Opaque((y.name, k), reason) for k in gj if k != j]
     return rels
 
 
@@ -643,8 +663,11 @@ def rewrite_slice(node: gs.Node, ctx: ApplyContext) -> None:
     if not changed:
         return
     if ctx.opset >= 10:
-        node.inputs[1] = ctx.new_const(f"{node.name}_starts", np.array(new_starts, dtype=np.int64))
-        node.inputs[2] = ctx.new_const(f"{node.name}_ends", np.array(new_ends, dtype=np.int64))
+        # starts, ends, axes and steps share one integer type (tf2onnx writes int32)
+        old = ctx.const(node.inputs[1])
+        dtype = np.int32 if old is not None and np.asarray(old).dtype == np.int32 else np.int64
+        node.inputs[1] = ctx.new_const(f"{node.name}_starts", np.array(new_starts, dtype=dtype))
+        node.inputs[2] = ctx.new_const(f"{node.name}_ends", np.array(new_ends, dtype=dtype))
     else:
         node.attrs["starts"] = new_starts
         node.attrs["ends"] = new_ends
@@ -748,22 +771,21 @@ def pad(node: gs.Node, ctx: RuleContext) -> list[Relation]:
 def expand(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)
-    target = ctx.const(node.inputs[1])
     if xs is None or ys is None:
         return []
-    t: list[int | None] | None = None
-    if target is not None:
-        t = [int(v) for v in np.asarray(target).reshape(-1)]
-    else:
-        # a target built at run time (``cls_token.expand(B, -1, -1)``): an entry known to be 1
-        # keeps the input's size, so that axis passes through
-        entries = shape_sources(node.inputs[1], ctx, node, 1)
-        t = None if entries is None else [v for v, _ in entries]
+    # the target, constant or built at run time (``cls_token.expand(B, -1, -1)``), entry by entry
+    entries = shape_sources(node.inputs[1], ctx, node, 1)
+    t = None if entries is None else [v for v, _ in entries]
     rels: list[Relation] = []
     for a, d in enumerate(xs):
         j = a + len(ys) - len(xs)
         ti = None if t is None else j - (len(ys) - len(t))
-        if d == ys[j] and t is not None and (ti is None or ti < 0 or t[ti] == 1):
+        # an entry of 1 keeps the input's size; an entry equal to it (jax2tf's BroadcastTo of
+        # LayerNorm statistics to [B, 1, C]) does too, and the rewriter sets it to the new width
+        # where it can be patched
+        keeps = ti is None or ti < 0 or t[ti] == 1 or (
+            t[ti] == d and entries[ti][1] is not None)  # type: ignore[index]
+        if d == ys[j] and t is not None and keeps:
             rels.append(Same((x.name, a), (y.name, j)))
         else:
             rels.append(Opaque((x.name, a), f"Expand '{node.name}' fixes the size of axis {a}"))
