@@ -33,6 +33,7 @@ __all__ = [
     "branches_share_a_weight",
     "broadcast_gate",
     "jax_regrouped_layernorm",
+    "jax_channel_layernorm",
 ]
 
 
@@ -557,4 +558,54 @@ def jax_regrouped_layernorm(seed: int = 0, seq: int = 32, dense: int = 8, group:
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, 6])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])
+    return _model(nodes, [x], [y], inits, opset=17)
+
+
+def jax_channel_layernorm(seed: int = 0, features: int = 6, hidden: int = 16, classes: int = 3) -> onnx.ModelProto:
+    """A LayerNorm over the channel axis as jax2tf + tf2onnx write it: ``ReduceSum(keepdims=0)``
+    times a constant ``1/n`` for the mean and for ``E[x^2]``, the statistics ``Reshape``d to
+    ``[B, 1]`` and ``Expand``ed by a run-time shape, between ``MatMul(features->hidden)`` and a
+    ``MatMul(hidden->classes)`` head. ``1/n`` is one constant shared by both statistics."""
+    rng = np.random.default_rng(seed)
+    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    i32 = lambda n, v: numpy_helper.from_array(np.asarray(v, dtype=np.int32), n)  # noqa: E731
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((features, hidden)) * 0.7).astype(np.float32), "fc1.w"),
+        numpy_helper.from_array(_b(rng, hidden).reshape(1, hidden), "fc1.b"),
+        _i64("axes", [1]), numpy_helper.from_array(f32(1.0 / hidden), "recip"),
+        numpy_helper.from_array(f32(1e-6), "eps"), numpy_helper.from_array(f32(0.0), "zero"),
+        i32("axis0", [0]), i32("axis1", [1]), i32("one", [1]),
+        numpy_helper.from_array((1 + 0.2 * rng.standard_normal((1, hidden))).astype(np.float32), "gamma"),
+        numpy_helper.from_array((0.1 * rng.standard_normal((1, hidden))).astype(np.float32), "beta"),
+        numpy_helper.from_array(_w(rng, classes, hidden).T.copy(), "head.w"),
+    ]
+    mk = helper.make_node
+    nodes = [
+        mk("MatMul", ["x", "fc1.w"], ["h0"], name="Dense_0/MatMul"), mk("Add", ["h0", "fc1.b"], ["h1"], name="Dense_0/AddV2"),
+        mk("Relu", ["h1"], ["h"], name="act"),
+        mk("Shape", ["x"], ["xs"], name="Shape"), mk("Cast", ["xs"], ["xs32"], name="Shape__cast", to=6),
+        mk("Slice", ["xs32", "axis0", "axis1", "axis0"], ["batch"], name="strided_slice"),
+        mk("Concat", ["batch", "one"], ["bshape32"], name="LayerNorm/shape_Concat", axis=0),
+        mk("Cast", ["bshape32"], ["bshape"], name="LayerNorm/shape_cast", to=7),
+        mk("ReduceSum", ["h", "axes"], ["s1"], name="LayerNorm/Sum", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["s1", "recip"], ["mean"], name="LayerNorm/truediv"),
+        mk("Mul", ["h", "h"], ["hsq"], name="LayerNorm/Square"),
+        mk("ReduceSum", ["hsq", "axes"], ["s2"], name="LayerNorm/Sum_1", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["s2", "recip"], ["meansq"], name="LayerNorm/truediv_1"),
+        mk("Mul", ["mean", "mean"], ["mean2"], name="LayerNorm/Square_1"),
+        mk("Sub", ["meansq", "mean2"], ["var0"], name="LayerNorm/Sub"),
+        mk("Max", ["zero", "var0"], ["var"], name="LayerNorm/Maximum"),
+        mk("Reshape", ["var", "bshape"], ["var_r"], name="LayerNorm/Reshape_1"),
+        mk("Expand", ["var_r", "bshape"], ["var_b"], name="LayerNorm/BroadcastTo_1"),
+        mk("Add", ["var_b", "eps"], ["var_e"], name="LayerNorm/AddV2"),
+        mk("Sqrt", ["var_e"], ["std"], name="LayerNorm/Rsqrt"), mk("Reciprocal", ["std"], ["inv"], name="LayerNorm/Rsqrt__r"),
+        mk("Mul", ["inv", "gamma"], ["scale"], name="LayerNorm/Mul"),
+        mk("Reshape", ["mean", "bshape"], ["mean_r"], name="LayerNorm/Reshape"),
+        mk("Expand", ["mean_r", "bshape"], ["mean_b"], name="LayerNorm/BroadcastTo"),
+        mk("Sub", ["h", "mean_b"], ["c"], name="LayerNorm/Sub_1"),
+        mk("Mul", ["c", "scale"], ["n"], name="LayerNorm/Mul_1"), mk("Add", ["n", "beta"], ["ln"], name="LayerNorm/AddV2_1"),
+        mk("MatMul", ["ln", "head.w"], ["logits"], name="Dense_1/MatMul"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
     return _model(nodes, [x], [y], inits, opset=17)

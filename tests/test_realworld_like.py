@@ -408,3 +408,29 @@ def test_regrouped_features_and_jax_layernorm_broadcasts_are_pruned_losslessly()
         np.testing.assert_allclose(verify.run(sess, f)[0], want[0], rtol=1e-4, atol=1e-5)
     starts = next(n for n in res.proto.graph.node if n.op_type == "Slice" and n.name == "Conv_0/strided_slice")
     assert inits[starts.input[1]].data_type == onnx.TensorProto.INT32  # the Slice keeps one integer type
+
+
+def test_a_mean_written_as_sum_times_one_over_n_follows_the_kept_width():
+    """--prune-hidden through a jax2tf LayerNorm (``ReduceSum * 1/n``): the pruned model is the
+    LayerNorm of the kept channels, its 1/n rescaled to 1/n' for both statistics."""
+    proto = R.jax_channel_layernorm()
+    model = load(proto)
+    assert all(g.is_barrier for g in build_depgraph(model).groups)  # not without --prune-hidden
+    dg = build_depgraph(model, prune_hidden=True)
+    (g,) = [g for g in dg.groups if not g.is_barrier]
+    assert g.size == 16
+    chans = g.channels[[0, 3, 4, 9, 15]]
+    res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
+    onnx.checker.check_model(res.proto, full_check=True)
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    kept = np.setdiff1d(np.arange(16), [0, 3, 4, 9, 15])
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    h = np.maximum(x @ w["fc1.w"][:, kept] + w["fc1.b"][:, kept], 0)
+    mean, var = h.mean(1, keepdims=True), np.maximum((h * h).mean(1, keepdims=True) - h.mean(1, keepdims=True) ** 2, 0)
+    want = ((h - mean) / np.sqrt(var + 1e-6) * w["gamma"][:, kept] + w["beta"][:, kept]) @ w["head.w"][kept]
+    got = verify.run(verify.session(res.proto), {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # each mean got its own 1/11 (a copy: another mean sharing the 1/16 would keep it)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in res.proto.graph.initializer}
+    scales = [float(inits[n.input[1]]) for n in res.proto.graph.node if n.name.startswith("LayerNorm/truediv")]
+    assert scales == pytest.approx([1 / 11, 1 / 11])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from . import Free, Opaque, Relation, RuleContext, Same, norm_axis, register
+import numpy as np
+
+from . import ApplyContext, Free, Opaque, Relation, RuleContext, Same, norm_axis, register, rewriter
 
 REDUCE = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -54,16 +56,20 @@ def reduce(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     keep = int(node.attrs.get("keepdims", 1))
     rels: list[Relation] = []
     j = 0
-    statistic = node.op in ("ReduceMean", "ReduceSumSquare", "ReduceL2") and keep
+    # jax2tf/tf2onnx write a mean as ReduceSum(keepdims=0) times 1/n (see rewrite_sum)
+    statistic = node.op in ("ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceSum") and (
+        keep or node.op in ("ReduceMean", "ReduceSum"))
     for a in range(r):
         if a in reduced:
             if ctx.prune_hidden and statistic and a == r - 1:
                 # a decomposed LayerNorm/RMSNorm statistic: reads every channel, carries none
-                rels += [Free((x.name, a)), Free((y.name, j))]
-                j += 1
+                rels.append(Free((x.name, a)))
+                if keep:
+                    rels.append(Free((y.name, j)))
+                    j += 1
                 continue
             reason = f"{node.op} '{node.name}' reduces over axis {a}"
-            if a == r - 1 and node.op == "ReduceMean":
+            if a == r - 1 and node.op in ("ReduceMean", "ReduceSum"):
                 reason += " (a normalization statistic; --prune-hidden prunes through it)"
             rels.append(Opaque((x.name, a), reason))
             if keep:
@@ -73,3 +79,31 @@ def reduce(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             rels.append(Same((x.name, a), (y.name, j)))
             j += 1
     return rels
+
+
+@rewriter("ReduceSum")
+def rewrite_sum(node: gs.Node, ctx: ApplyContext) -> None:
+    """A mean written as ``ReduceSum(x) * (1/n)`` (or ``/ n``) over an axis that lost channels:
+    the scale of that consumer becomes 1/n' for the n' kept channels (a copy of the constant, so a
+    scale shared with other means stays as it was)."""
+    x, y = node.inputs[0], node.outputs[0]
+    xs = ctx.shapes.get(x.name)
+    if xs is None or not xs:
+        return
+    n_old, n_new = xs[-1], ctx.new_size((x.name, len(xs) - 1))
+    if n_new is None or n_old in (None, 0) or n_new == n_old:
+        return
+    for user in list(y.outputs):
+        if user.op not in ("Mul", "Div") or len(user.inputs) != 2:
+            continue
+        slot = 1 if user.inputs[0] is y else 0
+        if user.op == "Div" and slot != 1:
+            continue
+        c = ctx.const(user.inputs[slot])
+        if c is None or np.asarray(c).size != 1:
+            continue
+        v = float(np.asarray(c).reshape(-1)[0])
+        want, new = (1.0 / n_old, 1.0 / n_new) if user.op == "Mul" else (float(n_old), float(n_new))
+        if abs(v - want) <= 1e-6 * abs(want):
+            arr = np.asarray(c)
+            user.inputs[slot] = ctx.new_const(user.inputs[slot].name, np.full(arr.shape, new, dtype=arr.dtype))
