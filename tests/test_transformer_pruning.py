@@ -181,7 +181,10 @@ def test_keras_heads_pruned_when_analysed_at_a_fixed_batch():
     assert out.shape == (3, 7, 64)
 
 
-@pytest.mark.parametrize("path", [p for p in TRANSFORMER_EXPORTS if "keras" not in p.name], ids=lambda p: p.stem)
+# nn.MultiheadAttention's export computes the head width as hidden // heads at run time, so its
+# hidden width stays whole (its heads and MLP are pruned; see test_torch_multihead_attention_*)
+@pytest.mark.parametrize("path", [p for p in TRANSFORMER_EXPORTS if "keras" not in p.name and "mha" not in p.name],
+                         ids=lambda p: p.stem)
 def test_transformer_exports_prune_hidden_narrows_every_export(path):
     """The residual width of every export whose interface is not that width (token ids in,
     logits out) is one prunable group under --prune-hidden: embeddings or patch projection,
@@ -193,3 +196,31 @@ def test_transformer_exports_prune_hidden_narrows_every_export(path):
     res = api.prune(str(path), ratio=0.5, prune_hidden=True)
     assert_valid(res.proto)
     assert res.after.params < api.prune(str(path), ratio=0.5).after.params
+
+
+def test_torch_multihead_attention_heads_are_pruned_with_a_dynamic_batch():
+    """torchvision's ViT block (``nn.MultiheadAttention``, TorchScript exporter, dynamic batch):
+    q/k/v unbound by ``Gather`` on the stacked axis of the packed projection, heads merged with
+    the batch as ``B * heads``, head width ``hidden // heads`` computed at run time. Whole heads
+    go, from the packed in-projection (q, k and v alike) and the output projection, and the
+    pruned model still takes any batch."""
+    import numpy as np
+    import onnx
+
+    from onnxprune import verify
+
+    path = next(p for p in TRANSFORMER_EXPORTS if p.stem == "vit_mha_tiny_legacy")
+    an = api.analyze(str(path))
+    heads = [g for g in an.depgraph.groups if g.size == 4 and not g.is_barrier]
+    assert len(heads) == 2 and all(g.unit == 48 for g in heads)  # a head spans 3 x 16 packed columns
+    res = lossless(str(path), share=0.5, batches=(1, 3))
+    dims = [tuple(i.dims) for i in res.proto.graph.initializer]
+    assert dims.count((64, 96)) + dims.count((96, 64)) == 2  # in-projections of 2 of 4 heads
+    out = verify.session(res.proto).run(None, {"pixel_values": np.ones((5, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (5, 10)
+    half = api.prune(str(path), ratio=0.5)
+    assert_valid(half.proto)
+    # heads and MLP halve; the patch projection (14 % of MACs, the hidden width) stays
+    assert {gp.before: gp.after for gp in half.plan.groups} == {4: 2, 128: 64}
+    assert half.after.macs < 0.6 * half.before.macs
+    onnx.checker.check_model(half.proto, full_check=True)

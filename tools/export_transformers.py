@@ -328,6 +328,32 @@ class TinyViT(nn.Module):
         return self.head(x[:, 0])
 
 
+class MhaBlock(nn.Module):
+    """torchvision's ``EncoderBlock``: ``nn.MultiheadAttention`` (packed in-projection) between
+    pre-norms; the TorchScript exporter writes its q/k/v unbind as ``Gather`` on a stacked axis,
+    batch and heads merged as ``B * heads``, and the head width as ``hidden // heads``."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.embed_dim, eps=config.eps)
+        self.attn = nn.MultiheadAttention(config.embed_dim, config.num_heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(config.embed_dim, eps=config.eps)
+        self.mlp = Mlp(config.embed_dim, config.mlp_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyMhaViT(TinyViT):
+    """The same ViT with torchvision's attention block (``vit_b_16`` in miniature)."""
+
+    def __init__(self, config: ViTConfig | None = None):
+        super().__init__(config)
+        self.blocks = nn.Sequential(*(MhaBlock(self.config) for _ in range(self.config.depth)))
+
+
 # --------------------------------------------------------------------- weights
 
 
@@ -367,6 +393,11 @@ def _build_bert() -> nn.Module:
 
 def _build_vit() -> nn.Module:
     model = TinyViT()
+    return condition_weights(model, model.head)
+
+
+def _build_mha_vit() -> nn.Module:
+    model = TinyMhaViT()
     return condition_weights(model, model.head)
 
 
@@ -412,6 +443,16 @@ SPECS: dict[str, Spec] = {
     ),
     "vit_tiny": Spec(
         build=_build_vit,
+        input_names=["pixel_values"],
+        output_name="logits",
+        num_outputs=ViTConfig().num_classes,
+        make_inputs=_vit_inputs,
+        legacy_dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo_dynamic_shapes=_vit_dims,
+        seq_lens=(None,),
+    ),
+    "vit_mha_tiny": Spec(
+        build=_build_mha_vit,
         input_names=["pixel_values"],
         output_name="logits",
         num_outputs=ViTConfig().num_classes,

@@ -199,8 +199,14 @@ constant that can be patched, ``("dim", tensor, axis)`` for the run-time size of
 each factor is a tuple of ``(tensor, axis)`` keys whose sizes are equal (``Max`` of two sizes that
 ``Reshape`` then treats as one axis)."""
 
-#: Ops between ``Shape`` and a ``Reshape`` target that :func:`shape_sources` evaluates entry by entry.
+#: Ops between ``Shape`` and a ``Reshape`` target that :func:`shape_sources` evaluates entry by entry
+#: (``Div`` is evaluated too, but a size divided is not followed: see :func:`sizes_follow`).
 SHAPE_ARITHMETIC = ("Cast", "Identity", "Unsqueeze", "Squeeze", "Gather", "Slice", "Concat", "ReduceProd", "Mul", "Max")
+
+
+def _kind(src: ShapeSource | None) -> str | None:
+    """``dim``, ``prod``, ``scaled`` or ``fixed`` for a computed entry; None for a constant's place."""
+    return src[0] if src is not None and src and isinstance(src[0], str) else None
 
 
 def _is_dim(src: ShapeSource) -> bool:
@@ -216,22 +222,35 @@ def _factors(src: ShapeSource | None) -> tuple[tuple[tuple[str, int], ...], ...]
     return (((src[1], src[2]),),)
 
 
-def _product(entries: list[tuple[int | None, ShapeSource | None]]) -> tuple[int | None, ShapeSource | None]:
+def _product(entries: list[tuple[int | None, ShapeSource | None]],
+             ctx: RuleContext | ApplyContext | None = None) -> tuple[int | None, ShapeSource | None]:
     """The product of shape entries: constant when all are, else the product of their factors.
 
-    Constant factors other than 1 would scale the product, which no factor list can say: unknown.
+    A constant other than 1 times run-time sizes that are all 1 in the analysed shapes (torch's
+    ``B * num_heads`` of ``nn.MultiheadAttention``, the batch fixed to 1 for analysis) is that
+    constant, scaled by the batch at run time: ``("scaled", factors, where)``, whose constant the
+    rewriter sets to the new head count. Any other constant factor is unknown.
     """
     if all(v is not None for v, _ in entries):
         return int(np.prod([v for v, _ in entries], dtype=np.int64)), None
     factors: list = []
+    scale: list[tuple[int, ShapeSource | None]] = []
     for v, src in entries:
         f = _factors(src)
         if v == 1:
             continue
         if f is None:
-            return None, None
+            if v is None:
+                return None, None
+            scale.append((v, src))
+            continue
         factors += f
-    return None, ("prod", tuple(factors))
+    if not scale:
+        return None, ("prod", tuple(factors))
+    if (len(scale) == 1 and scale[0][1] is not None and not _is_dim(scale[0][1]) and ctx is not None
+            and all(_size(k, ctx) == 1 for f in factors for k in f)):
+        return scale[0][0], ("scaled", tuple(factors), scale[0][1])
+    return None, None
 
 
 def _maximum(
@@ -315,8 +334,21 @@ def shape_sources(
         n = max(len(a), len(b))
         a, b = a * n if len(a) == 1 else a, b * n if len(b) == 1 else b
         if node.op == "Mul":
-            return [_product([ea, eb]) for ea, eb in zip(a, b)]
+            return [_product([ea, eb], ctx) for ea, eb in zip(a, b)]
         return [_maximum(ea, eb, ctx) for ea, eb in zip(a, b)]
+    if node.op == "Div" and len(node.inputs) == 2:
+        # a head width (``E // num_heads`` read from the hidden size): known in the analysed
+        # shapes and fixed at run time (``("fixed",)``); Shape's own rule keeps the size it reads
+        # from being pruned, so the value stays right
+        a, b = (shape_sources(i, ctx, node, k, depth + 1) for k, i in enumerate(node.inputs))
+        if a is None or b is None or len(a) != 1 or len(b) != 1 or not b[0][0]:
+            return None
+        f = _factors(a[0][1])
+        top = a[0][0] if a[0][0] is not None else (
+            _size(f[0][0], ctx) if f is not None and len(f) == 1 and len(f[0]) >= 1 else None)
+        if top is None:
+            return [(None, None)]
+        return [(int(top) // int(b[0][0]), None if a[0][0] is not None and a[0][1] is None else ("fixed",))]
     if node.op == "Reshape" and node.inputs[0] is not t and ctx.ints(node, 1) == [-1]:
         return shape_sources(node.inputs[0], ctx, node, 0, depth + 1)
     if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
@@ -455,6 +487,10 @@ def reshape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
         # A run-time entry that is the size of the input's own axis j (``x.shape[:2]``) follows
         # that axis as 0 would; products of sizes follow as :func:`following_entries` says.
         follow, extra = following_entries(node, ctx, entries)
+        # a size computed at run time from a width that is not pruned (a head width) stays as is
+        extra = extra + [Opaque((y.name, j), f"Reshape '{node.name}': the size of output axis {j} is computed "
+                                "at run time from a width that is not pruned")
+                         for j, (_v, src) in enumerate(entries) if _kind(src) == "fixed"]
         dynamic_ok = follow | {
             j
             for j, (v, src) in enumerate(entries)
@@ -484,9 +520,12 @@ def rewrite_reshape(node: gs.Node, ctx: ApplyContext) -> None:
             # the tensor the size is read from lost channels, this axis did not: keep its size
             ys = ctx.shapes.get(y.name)
             n = ys[j] if ys is not None and j < len(ys) else None
-        if n is None or value in (0, -1) or value == n or src is None:
+        kind = _kind(src)
+        if n is None or value in (0, -1) or value == n or src is None or kind == "fixed":
             continue
-        if _is_dim(src):
+        if kind == "scaled":  # B * heads: the constant becomes the new head count
+            src = src[2]
+        elif _is_dim(src):
             if src[1:3] == (node.inputs[0].name, j) or len(src) < 5:
                 continue  # the size of the input's own axis: follows by itself
             # a run-time size read from another tensor (``reshape(B, N, C)`` with C from the
