@@ -46,7 +46,6 @@ import concurrent.futures as cf
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import onnx_graphsurgeon as gs
-
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from . import ApplyContext, Free, Opaque, Relation, RuleContext, Same, norm_axis, register, rewriter
 
