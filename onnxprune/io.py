@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import external_data_helper
+from onnx import external_data_helper, numpy_helper
 
 from .errors import ModelLoadError, ModelSaveError, UnsupportedModelError, UsageError
 
@@ -734,8 +734,9 @@ def _runtime_shapes(
 
     Data-dependent shape code (``Range`` over a sequence length, sliced rotary tables) defeats
     onnx's inference; one run on inputs of the analysed size gives exact sizes instead. The
-    model's outputs are extended in place for the run and restored afterwards. Skipped for
-    models over the protobuf limit and when onnxruntime cannot run the model.
+    run is on a probe of the model (:func:`shape_probe`): its large float weights are zeros made
+    at run time, so nothing of their bytes is copied, and models over the protobuf limit are
+    measured too. Skipped when onnxruntime cannot run the model.
     """
     g = model.graph
     produced = [o for n in g.node for o in n.output if o]
@@ -743,18 +744,15 @@ def _runtime_shapes(
         o for o in produced
         if (o not in shapes or any(d is None for d in shapes[o])) and types.get(o, 0) != 0
     ]
-    if not missing or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+    if not missing:
         return {}
     from .feeds import plan_feeds  # local: feeds and verify build on this module
     from .verify import session
 
     existing = {o.name for o in g.output}
     added = [n for n in missing if n not in existing]
-    n_before = len(g.output)
-    for name in added:
-        g.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
     try:
-        sess = session(model)
+        sess = session(shape_probe(model, [(n, types[n]) for n in added]).SerializeToString())
         fixed = {
             k: [int(d) if d is not None else default_dim for d in v]
             for k, v in shapes.items()
@@ -768,10 +766,49 @@ def _runtime_shapes(
     except Exception as exc:  # custom ops, bad inputs: stay with what inference knew
         log.info("could not measure shapes in onnxruntime (%s)", str(exc).splitlines()[0] if str(exc) else exc)
         return {}
-    finally:
-        del g.output[n_before:]
     want = set(missing)
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, values) if n in want}
+
+
+#: Float initializers with at least this many elements are zeros in a :func:`shape_probe`.
+PROBE_MIN_ELEMENTS = 4096
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def shape_probe(model: onnx.ModelProto, outputs: list[tuple[str, int]]) -> onnx.ModelProto:
+    """A copy of ``model`` for measuring shapes: extra ``outputs`` (name, element type), and each
+    large float weight made by ``ConstantOfShape`` as zeros of its shape.
+
+    Shapes do not depend on weight values, so the probe runs like the model while its file holds
+    only the graph: serializing a ViT-B/16 for onnxruntime copies kilobytes, not 346 MB. Integer
+    tensors (shape vectors, indices) and small ones stay as they are.
+    """
+    probe = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(probe, field, getattr(model, field))
+    probe.opset_import.extend(model.opset_import)
+    probe.functions.extend(model.functions)
+    g, pg = model.graph, probe.graph
+    pg.name = g.name
+    pg.input.extend(g.input)
+    pg.output.extend(g.output)
+    for name, elem in outputs:
+        pg.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    listed = {i.name for i in g.input}
+    makers: list[onnx.NodeProto] = []
+    for t in g.initializer:
+        n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
+        if t.data_type in _FLOAT_TYPES and n >= PROBE_MIN_ELEMENTS and t.name not in listed:
+            dims = numpy_helper.from_array(np.asarray(t.dims, dtype=np.int64), f"{t.name}__probe_dims")
+            zero = onnx.helper.make_tensor("value", t.data_type, [1], [0])
+            pg.initializer.append(dims)
+            makers.append(onnx.helper.make_node("ConstantOfShape", [dims.name], [t.name], value=zero))
+        else:
+            pg.initializer.append(t)
+    pg.node.extend(makers)
+    pg.node.extend(g.node)
+    pg.sparse_initializer.extend(g.sparse_initializer)
+    return probe
 
 
 def save_text(path: str | os.PathLike[str], text: str) -> Path:
