@@ -78,9 +78,9 @@ def export(name: str, workdir: Path) -> Path:
 
 def run_model(name: str, ratio: float, workdir: Path, args: argparse.Namespace) -> dict:
     from onnxprune.bench import interleaved_latency
+    from onnxprune.feeds import feeds_for
     from onnxprune.graph import load
     from onnxprune.profile import profile
-    from onnxprune.feeds import feeds_for
 
     src = export(name, workdir)
     row: dict = {"model": name, "ratio": ratio, "file": src.stat().st_size}
