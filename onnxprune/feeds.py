@@ -557,15 +557,45 @@ def plan_feeds(
     plan = FeedPlan(specs)
     if not check:
         return plan
-    sess = _session_or_none(runnable if runnable is not None else model, plan)
-    if sess is None:
-        return plan
     n_ladder = max((len(ax.ladder) for ax in axes.values()), default=1)
     scalars = [s for s in specs if s.role == "scalar"]
     trials: list[tuple[int, dict[str, int]]] = [(k, {}) for k in range(n_ladder)]
     for s in scalars:
         n_c = len(_compared_values(uses, s.name)) + 2 + bool(_LEN_NAME.search(s.name))
         trials[1:1] = [(0, {s.name: j}) for j in range(1, n_c)]
+    # Feeds are tried first on the model's shape probe (its large weights zeros made at run
+    # time: whether a feed runs does not depend on weight values, and onnxruntime then holds no
+    # copy of the weights); only if no feed runs there is the model itself tried.
+    probe = _probe_session(model)
+    if probe is not None and _try_feeds(probe, plan, trials, assign, scalar_pick, batch, quiet=True):
+        return plan
+    sess = _session_or_none(runnable if runnable is not None else model, plan)
+    if sess is None:
+        return plan
+    if _try_feeds(sess, plan, trials, assign, scalar_pick, batch):
+        return plan
+    scalar_pick.clear()
+    assign(0)
+    plan.error = _refusal(specs, axes, plan.error or "")
+    return plan
+
+
+def _probe_session(model: onnx.ModelProto) -> Any:
+    from .io import shape_probe
+    from .verify import session
+
+    probe = shape_probe(model, [])
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in probe.graph.initializer):
+        return None  # small tensors stored outside: only the file's own session can read them
+    try:
+        return session(probe.SerializeToString())
+    except Exception:  # custom ops and the like: the model's own session decides
+        return None
+
+
+def _try_feeds(sess: Any, plan: FeedPlan, trials: list[tuple[int, dict[str, int]]], assign: Any,
+               scalar_pick: dict[str, int], batch: int, quiet: bool = False) -> bool:
+    """Runs ``sess`` on each trial feed until one runs; True (and ``plan`` verified) if one did."""
     t0, first_error = time.monotonic(), ""
     for n, (k, pick) in enumerate(trials[:MAX_TRIALS]):
         scalar_pick.clear()
@@ -577,7 +607,8 @@ def plan_feeds(
         except Exception as exc:  # onnxruntime's own error types
             msg = _first_line(exc)
             first_error = first_error or msg
-            log.info("feed %s does not run the model: %s", plan.shapes(), msg)
+            if not quiet:
+                log.info("feed %s does not run the model: %s", plan.shapes(), msg)
             if time.monotonic() - t0 > MAX_SECONDS:
                 break
             continue
@@ -586,11 +617,10 @@ def plan_feeds(
             log.info("inputs sized %s after %d tries", plan.shapes(), n + 1)
         if plan.batch_free and batch == 1:
             _prove_batch(sess, plan)
-        return plan
-    scalar_pick.clear()
-    assign(0)
-    plan.error = _refusal(specs, axes, first_error)
-    return plan
+        return True
+    if not quiet:
+        plan.error = first_error
+    return False
 
 
 def _prove_batch(sess: Any, plan: FeedPlan) -> None:
