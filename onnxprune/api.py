@@ -31,7 +31,7 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import ApplyError, PlanError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
-from .io import load_proto, save_proto
+from .io import load_proto, save_proto, trim_memory
 from .plan import DEFAULT_ROUND_TO, Plan, global_plan, parse_target, ratio_for_target, uniform_plan
 from .profile import LINEAR_OPS, CostModel, Profile, profile
 from .reconstruct import RefitReport, consumer_cuts, correct
@@ -313,6 +313,7 @@ def prune(
     feeds = model.feeds.with_shapes(fixed).make(seed=0) if model.feeds is not None else None
     try:
         outs = validate(proto, feeds=feeds, input_shapes=fixed, reference=reference)
+        trim_memory()  # the validation session is gone
     finally:
         for vi in unshaped:
             vi.type.tensor_type.ClearField("shape")

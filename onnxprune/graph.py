@@ -23,6 +23,7 @@ from .io import (
     load_proto,
     load_proto_deferred,
     read_external,
+    trim_memory,
 )
 
 __all__ = [
@@ -381,4 +382,5 @@ def load(
         other_types=_other_types(proto),
     )
     del proto  # the weights now live only in the graph
+    trim_memory()  # the parsed file and the sessions that proved the feeds are gone
     return model
