@@ -434,3 +434,16 @@ def test_a_mean_written_as_sum_times_one_over_n_follows_the_kept_width():
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in res.proto.graph.initializer}
     scales = [float(inits[n.input[1]]) for n in res.proto.graph.node if n.name.startswith("LayerNorm/truediv")]
     assert scales == pytest.approx([1 / 11, 1 / 11])
+
+
+def test_weights_made_by_constant_of_shape_are_pruned_by_rewriting_their_shape():
+    """A weight that is one value repeated (the onnx wheel's weight-free zoo graphs) loses
+    channels by its shape vector: the model pruned from 128 to 64 channels is exactly the model
+    built with 64, and the file still stores no weights."""
+    res = api.prune(R.weights_from_constant_of_shape(channels=128), ratio=0.5, round_to=1)
+    onnx.checker.check_model(res.proto, full_check=True)
+    assert {gp.before: gp.after for gp in res.plan.groups} == {128: 64}
+    assert not [t for t in res.proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    x = {"x": np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    want = verify.run(verify.session(R.weights_from_constant_of_shape(channels=64)), x)[0]
+    np.testing.assert_allclose(verify.run(verify.session(res.proto), x)[0], want, rtol=1e-5, atol=1e-6)

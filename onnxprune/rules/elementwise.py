@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import Free, Opaque, Relation, RuleContext, Same, axes_of, norm_axis, register
-from .shape_ops import sizes_follow
+from . import ApplyContext, Free, Opaque, Relation, RuleContext, Same, axes_of, norm_axis, register, rewriter
+from .shape_ops import _kind, shape_sources, sizes_follow
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -68,6 +68,8 @@ def elementwise(node: gs.Node, ctx: RuleContext) -> list[Relation]:
 @register("Constant", "ConstantOfShape", "RandomNormal", "RandomUniform", "EyeLike")
 def constant(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     """A constant's axes are free: the applier slices its value like an initializer's."""
+    if node.op == "ConstantOfShape":
+        return _constant_of_shape(node, ctx)
     if node.op != "Constant":
         return [Opaque(k, f"{node.op} '{node.name}': generated tensor cannot be sliced") for t in node.outputs for k in axes_of(t, ctx)]
     return [Free(k) for t in node.outputs for k in axes_of(t, ctx)]
@@ -195,3 +197,47 @@ def softmax(node: gs.Node, ctx: RuleContext) -> list[Relation]:
         else:
             rels.append(Same((x.name, a), (y.name, a)))
     return rels
+
+
+def _constant_of_shape(node: gs.Node, ctx: RuleContext) -> list[Relation]:
+    """One value repeated (weight-free zoo graphs make their Conv weights so; ``zeros_like``):
+    any of its channels may go, so an axis whose size is a constant of the shape vector is free
+    (the rewriter sets that entry), and an axis sized by another tensor's axis at run time
+    follows that axis."""
+    y = node.outputs[0]
+    r = ctx.rank(y)
+    entries = shape_sources(node.inputs[0], ctx, node, 0) if node.inputs else None
+    if r is None or entries is None or len(entries) != r:
+        return [Opaque(k, f"{node.op} '{node.name}': shape of the generated tensor unknown") for k in axes_of(y, ctx)]
+    rels: list[Relation] = []
+    for j, (_v, src) in enumerate(entries):
+        kind = _kind(src)
+        if src is not None and kind is None:
+            rels.append(Free((y.name, j)))
+        elif kind == "dim":
+            rels.append(Same((src[1], src[2]), (y.name, j)))  # type: ignore[index]
+        else:
+            rels.append(Opaque((y.name, j), f"{node.op} '{node.name}': size of axis {j} computed at run time"))
+    return rels
+
+
+@rewriter("ConstantOfShape")
+def rewrite_constant_of_shape(node: gs.Node, ctx: ApplyContext) -> None:
+    """Sets the shape-vector entries of the axes that lost channels."""
+    if not node.inputs:
+        return
+    entries = shape_sources(node.inputs[0], ctx, node, 0)
+    if entries is None:
+        return
+    patches: dict[tuple[int, int], tuple[gs.Node, int, np.ndarray]] = {}
+    for j, (value, src) in enumerate(entries):
+        n = ctx.new_size((node.outputs[0].name, j))
+        if n is None or src is None or _kind(src) is not None or value == n:
+            continue
+        reader, slot, flat = src
+        key = (id(reader), slot)
+        if key not in patches:
+            patches[key] = (reader, slot, np.array(ctx.const(reader.inputs[slot])))
+        patches[key][2].reshape(-1)[flat] = n
+    for reader, slot, value in patches.values():
+        reader.inputs[slot] = ctx.new_const(reader.inputs[slot].name, value)
