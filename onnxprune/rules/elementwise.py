@@ -12,7 +12,18 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import ApplyContext, Free, Opaque, Relation, RuleContext, Same, axes_of, norm_axis, register, rewriter
+from . import (
+    ApplyContext,
+    Free,
+    Opaque,
+    Relation,
+    RuleContext,
+    Same,
+    axes_of,
+    norm_axis,
+    register,
+    rewriter,
+)
 from .shape_ops import _kind, shape_sources, sizes_follow
 
 UNARY = (
