@@ -447,3 +447,33 @@ def test_weights_made_by_constant_of_shape_are_pruned_by_rewriting_their_shape()
     x = {"x": np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)}
     want = verify.run(verify.session(R.weights_from_constant_of_shape(channels=64)), x)[0]
     np.testing.assert_allclose(verify.run(verify.session(res.proto), x)[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resize_whose_scales_are_cast_from_float16_is_pruned_through():
+    """The float16 converter keeps Resize in float32 and casts its scales: ``Cast(fp16 const)``
+    is read as the constant it is, so the channels around the Resize stay prunable."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "c1.w"),
+             numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "c2.w"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float16), "scales16"),
+             numpy_helper.from_array(np.zeros(0, np.float32), "roi")]
+    nodes = [helper.make_node("Conv", ["x", "c1.w"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"], name="act"),
+             helper.make_node("Cast", ["scales16"], ["scales"], name="scales_cast", to=TensorProto.FLOAT),
+             helper.make_node("Resize", ["a", "roi", "scales"], ["u"], name="up", mode="nearest"),
+             helper.make_node("Conv", ["u", "c2.w"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = load(proto)
+    dg = build_depgraph(model)
+    (grp,) = [g for g in dg.groups if not g.is_barrier]
+    chans = grp.channels[[1, 4, 6]]
+    kill_channels(dg, chans)
+    x = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    want = verify.run(verify.session(model.to_proto()), x)[0]
+    res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
+    onnx.checker.check_model(res.proto, full_check=True)
+    np.testing.assert_allclose(verify.run(verify.session(res.proto), x)[0], want, rtol=1e-4, atol=1e-5)

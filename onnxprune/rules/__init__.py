@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..graph import const_value
@@ -113,9 +114,20 @@ class _Reader:
         return None if s is None else len(s)
 
     def const(self, t: gs.Tensor | None) -> np.ndarray | None:
+        """The value of a constant; also of a ``Cast`` of a small constant (the float16
+        converter casts a Resize's scales, a shape vector, back to float32 this way)."""
         if t is None or not t.name:
             return None
-        return const_value(t)
+        v = const_value(t)
+        if v is None and len(t.inputs) == 1 and t.inputs[0].op == "Cast" and t.inputs[0].inputs:
+            src = const_value(t.inputs[0].inputs[0])
+            to = t.inputs[0].attrs.get("to")
+            if src is not None and src.size <= 64 and to is not None:
+                try:
+                    v = src.astype(onnx.helper.tensor_dtype_to_np_dtype(int(to)))
+                except (TypeError, ValueError, KeyError):
+                    v = None
+        return v
 
     def ints(self, node: gs.Node, index: int, attr: str | None = None) -> list[int] | None:
         """An integer list given as input ``index`` (new opsets) or attribute ``attr`` (old)."""
