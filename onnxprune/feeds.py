@@ -32,6 +32,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -122,14 +123,27 @@ class FeedPlan:
     verified: bool = False
     error: str = ""
     tried: int = 0
+    #: proves, the first time it matters, that two samples run at once (see ``batch_free``)
+    _prove: Any = field(default=None, repr=False, compare=False)
 
     def shapes(self) -> dict[str, list[int]]:
         return {s.name: list(s.shape) for s in self.specs}
 
     @property
     def batch_free(self) -> bool:
-        """Whether samples can be stacked in one run (some input has a free batch axis)."""
+        """Whether samples can be stacked in one run (some input has a free batch axis).
+
+        The run that proves it (two samples at once) happens the first time this is asked:
+        analysing a model never pays for it.
+        """
+        if self._prove is not None:
+            prove, self._prove = self._prove, None
+            prove(self)
         return any(s.batch_axis is not None for s in self.specs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.batch_free  # noqa: B018 - settle the proof: a pending run does not travel
+        return {**self.__dict__, "_prove": None}
 
     @property
     def batch_size(self) -> int:
@@ -566,8 +580,9 @@ def plan_feeds(
     # Feeds are tried first on the model's shape probe (its large weights zeros made at run
     # time: whether a feed runs does not depend on weight values, and onnxruntime then holds no
     # copy of the weights); only if no feed runs there is the model itself tried.
-    probe = _probe_session(model)
-    if probe is not None and _try_feeds(probe, plan, trials, assign, scalar_pick, batch, quiet=True):
+    probe, probe_bytes = _probe_session(model)
+    if probe is not None and _try_feeds(probe, plan, trials, assign, scalar_pick, batch, quiet=True,
+                                        lazy=probe_bytes):
         return plan
     sess = _session_or_none(runnable if runnable is not None else model, plan)
     if sess is None:
@@ -580,22 +595,26 @@ def plan_feeds(
     return plan
 
 
-def _probe_session(model: onnx.ModelProto) -> Any:
+def _probe_session(model: onnx.ModelProto) -> tuple[Any, bytes | None]:
     from .io import shape_probe
     from .verify import session
 
     probe = shape_probe(model, [])
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in probe.graph.initializer):
-        return None  # small tensors stored outside: only the file's own session can read them
+        return None, None  # small tensors stored outside: only the file's own session can read them
+    data = probe.SerializeToString()
     try:
-        return session(probe.SerializeToString())
+        return session(data), data
     except Exception:  # custom ops and the like: the model's own session decides
-        return None
+        return None, None
 
 
 def _try_feeds(sess: Any, plan: FeedPlan, trials: list[tuple[int, dict[str, int]]], assign: Any,
-               scalar_pick: dict[str, int], batch: int, quiet: bool = False) -> bool:
-    """Runs ``sess`` on each trial feed until one runs; True (and ``plan`` verified) if one did."""
+               scalar_pick: dict[str, int], batch: int, quiet: bool = False, lazy: bytes | None = None) -> bool:
+    """Runs ``sess`` on each trial feed until one runs; True (and ``plan`` verified) if one did.
+
+    With ``lazy`` (the probe's serialized model, a few kilobytes) the batch proof waits until a
+    caller asks :attr:`FeedPlan.batch_free`."""
     t0, first_error = time.monotonic(), ""
     for n, (k, pick) in enumerate(trials[:MAX_TRIALS]):
         scalar_pick.clear()
@@ -616,11 +635,20 @@ def _try_feeds(sess: Any, plan: FeedPlan, trials: list[tuple[int, dict[str, int]
         if n:
             log.info("inputs sized %s after %d tries", plan.shapes(), n + 1)
         if plan.batch_free and batch == 1:
-            _prove_batch(sess, plan)
+            if lazy is not None:
+                plan._prove = partial(_prove_later, lazy)
+            else:
+                _prove_batch(sess, plan)
         return True
     if not quiet:
         plan.error = first_error
     return False
+
+
+def _prove_later(probe: bytes, plan: FeedPlan) -> None:
+    from .verify import session
+
+    _prove_batch(session(probe), plan)
 
 
 def _prove_batch(sess: Any, plan: FeedPlan) -> None:
