@@ -139,6 +139,8 @@ class PruneResult:
     def save(self, path: str | os.PathLike[str], protect: tuple[str, ...] = ()) -> Path:
         """Writes the pruned model atomically; refuses to overwrite the input file."""
         keep = tuple(protect) + ((self.model.source,) if self.model.source else ())
+        if self.proto is not self.model.original:
+            self.model.forget_auto_names(self.proto)
         return save_proto(self.proto, path, protect=keep)
 
 

@@ -477,3 +477,37 @@ def test_a_resize_whose_scales_are_cast_from_float16_is_pruned_through():
     res = api.prune(model, plan=plan_from_channels(dg, chans), depgraph=dg)
     onnx.checker.check_model(res.proto, full_check=True)
     np.testing.assert_allclose(verify.run(verify.session(res.proto), x)[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_free_zoo_graph_prunes_without_growing_its_file(tmp_path: Path, capsys):
+    """Gemm weights and small biases made by ``ConstantOfShape`` seed channels too, nothing they
+    make is stored as floats, and node names given for reports are not written back."""
+    from onnx import TensorProto, helper
+
+    c = 64
+
+    def filled(name: str, value: float) -> onnx.NodeProto:
+        return helper.make_node("ConstantOfShape", [f"{name}.shape"], [name], value=numpy_helper_array(value))
+
+    def numpy_helper_array(value: float) -> onnx.TensorProto:
+        return onnx.numpy_helper.from_array(np.array([value], np.float32))
+
+    inits = [R._i64("w1.shape", [c, 3, 3, 3]), R._i64("b1.shape", [c]), R._i64("fc.shape", [10, c * 16]),
+             R._i64("fcb.shape", [10]), R._i64("flat", [1, -1])]
+    nodes = [filled("w1", 0.05), filled("b1", 0.01), filled("fc", 0.002), filled("fcb", 0.0),
+             helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Reshape", ["a", "flat"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    src = tmp_path / "light.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=7), src)
+    out = tmp_path / "out.onnx"
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.5", "--check"]) == 0, capsys.readouterr().err
+    pruned = onnx.load(out)
+    assert out.stat().st_size <= src.stat().st_size + 64
+    assert not [t for t in pruned.graph.initializer if t.data_type == TensorProto.FLOAT]
+    assert all(not n.name for n in pruned.graph.node)  # nameless as written
+    shapes = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer}
+    assert shapes["w1.shape"] == [32, 3, 3, 3] and shapes["fc.shape"] == [10, 32 * 16]

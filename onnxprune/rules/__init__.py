@@ -129,6 +129,13 @@ class _Reader:
                     v = None
         return v
 
+    def weight(self, t: gs.Tensor | None) -> bool:
+        """A constant, or a tensor ``ConstantOfShape`` makes at run time (weight-free zoo graphs
+        store their weights so): a weight whose axes seed channel spaces."""
+        if self.const(t) is not None:
+            return True
+        return t is not None and len(t.inputs) == 1 and t.inputs[0].op == "ConstantOfShape"
+
     def ints(self, node: gs.Node, index: int, attr: str | None = None) -> list[int] | None:
         """An integer list given as input ``index`` (new opsets) or attribute ``attr`` (old)."""
         if index < len(node.inputs) and node.inputs[index].name:
@@ -181,10 +188,19 @@ class ApplyContext(_Reader):
         k = self._kept.get(key)
         return None if k is None else len(k)
 
-    def new_const(self, base: str, value: np.ndarray) -> gs.Constant:
-        """A fresh constant (never edits a possibly shared one in place)."""
+    def new_const(self, base: str, value: np.ndarray, share: bool = False) -> gs.Constant:
+        """A fresh constant (never edits a possibly shared one in place). With ``share``, readers
+        of one constant that get the same new value get one new constant (shape vectors)."""
+        value = np.asarray(value)
+        key = (base, value.dtype.str, value.shape, value.tobytes()) if share else None
+        memo = self.__dict__.setdefault("_shared", {})
+        if key is not None and key in memo:
+            return memo[key]
         self._counter += 1
-        return gs.Constant(f"{base}__pruned{self._counter}", np.asarray(value))
+        c = gs.Constant(f"{base}__pruned{self._counter}", value)
+        if key is not None:
+            memo[key] = c
+        return c
 
 
 RuleFn = Callable[[gs.Node, RuleContext], list[Relation]]

@@ -251,4 +251,8 @@ def rewrite_constant_of_shape(node: gs.Node, ctx: ApplyContext) -> None:
             patches[key] = (reader, slot, np.array(ctx.const(reader.inputs[slot])))
         patches[key][2].reshape(-1)[flat] = n
     for reader, slot, value in patches.values():
-        reader.inputs[slot] = ctx.new_const(reader.inputs[slot].name, value)
+        old = reader.inputs[slot]
+        if len(old.outputs) == 1 and isinstance(old, gs.Constant):
+            old.values = value  # read by this node alone: the file keeps its name (a few bytes each)
+        else:
+            reader.inputs[slot] = ctx.new_const(old.name, value, share=True)

@@ -23,7 +23,7 @@ def gemm(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
     a_m, a_k = (1, 0) if ta else (0, 1)
     b_k, b_n = (1, 0) if tb else (0, 1)
-    wa, wb = ctx.const(a) is not None, ctx.const(b) is not None
+    wa, wb = ctx.weight(a), ctx.weight(b)
     rels: list[Relation] = [
         Same((a.name, a_k), (b.name, b_k), seed=wa or wb),
         Same((y.name, 1), (b.name, b_n), seed=wb),
@@ -36,7 +36,7 @@ def gemm(node: gs.Node, ctx: RuleContext) -> list[Relation]:
             for ax in range(len(cs)):
                 j = ax + (2 - len(cs))
                 if cs[ax] == ys[j] and cs[ax] != 1:
-                    rels.append(Same((c.name, ax), (y.name, j), seed=ctx.const(c) is not None))
+                    rels.append(Same((c.name, ax), (y.name, j), seed=ctx.weight(c)))
                 else:
                     rels.append(Free((c.name, ax)))
     return rels
@@ -49,7 +49,7 @@ def matmul(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     if sa is None or sb is None or sy is None or len(sa) < 2 or len(sb) < 2:
         return [Opaque(k, f"MatMul '{node.name}': 1-D or unknown operand shapes") for t in (a, b, y) for k in axes_of(t, ctx)]
     ra, rb, ry = len(sa), len(sb), len(sy)
-    wa, wb = ctx.const(a) is not None, ctx.const(b) is not None
+    wa, wb = ctx.weight(a), ctx.weight(b)
     rels: list[Relation] = [
         Same((a.name, ra - 1), (b.name, rb - 2), seed=wa or wb),
         Same((y.name, ry - 1), (b.name, rb - 1), seed=wb),
@@ -85,7 +85,7 @@ def einsum(node: gs.Node, ctx: RuleContext) -> list[Relation]:
     rels: list[Relation] = []
     places: dict[str, list[tuple[str, int, bool]]] = {}
     for t, term in zip(node.inputs, terms):
-        const = ctx.const(t) is not None
+        const = ctx.weight(t)
         for a, letter in enumerate(term):
             places.setdefault(letter, []).append((t.name, a, const))
     for letter, where in places.items():
