@@ -472,6 +472,35 @@ def broadcast_gate(seed: int = 0, hidden: int = 12) -> onnx.ModelProto:
     return _model(nodes, [x], [y], inits)
 
 
+def _jax_layernorm(x: str, axes: str, inv_n: str, shape: str, gamma: str, beta: str, out: str) -> list[onnx.NodeProto]:
+    """A LayerNorm over ``axes`` as jax2tf + tf2onnx spell it: ``ReduceSum(keepdims=0) * inv_n``
+    for the mean and ``E[x^2]``, ``max(0, E[x^2] - E[x]^2)``, each statistic ``Reshape``d and
+    ``Expand``ed (BroadcastTo) to ``shape``, then ``(x - mean) * rsqrt(var + eps) * gamma + beta``.
+    Reads the initializers ``eps`` and ``zero``."""
+    mk = helper.make_node
+    return [
+        mk("ReduceSum", [x, axes], ["s1"], name="LayerNorm/Sum", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["s1", inv_n], ["mean"], name="LayerNorm/truediv"),
+        mk("Mul", [x, x], ["xsq"], name="LayerNorm/Square"),
+        mk("ReduceSum", ["xsq", axes], ["s2"], name="LayerNorm/Sum_1", keepdims=0, noop_with_empty_axes=1),
+        mk("Mul", ["s2", inv_n], ["meansq"], name="LayerNorm/truediv_1"),
+        mk("Mul", ["mean", "mean"], ["mean2"], name="LayerNorm/Square_1"),
+        mk("Sub", ["meansq", "mean2"], ["var0"], name="LayerNorm/Sub"),
+        mk("Max", ["zero", "var0"], ["var"], name="LayerNorm/Maximum"),
+        mk("Reshape", ["var", shape], ["var_r"], name="LayerNorm/Reshape_1"),
+        mk("Expand", ["var_r", shape], ["var_b"], name="LayerNorm/BroadcastTo_1"),
+        mk("Add", ["var_b", "eps"], ["var_e"], name="LayerNorm/AddV2"),
+        mk("Sqrt", ["var_e"], ["std"], name="LayerNorm/Rsqrt"),
+        mk("Reciprocal", ["std"], ["inv_std"], name="LayerNorm/Rsqrt__r"),
+        mk("Mul", ["inv_std", gamma], ["scale"], name="LayerNorm/Mul"),
+        mk("Reshape", ["mean", shape], ["mean_r"], name="LayerNorm/Reshape"),
+        mk("Expand", ["mean_r", shape], ["mean_b"], name="LayerNorm/BroadcastTo"),
+        mk("Sub", [x, "mean_b"], ["centered"], name="LayerNorm/Sub_1"),
+        mk("Mul", ["centered", "scale"], ["normed"], name="LayerNorm/Mul_1"),
+        mk("Add", ["normed", beta], [out], name="LayerNorm/AddV2_1"),
+    ]
+
+
 def jax_regrouped_layernorm(seed: int = 0, seq: int = 32, dense: int = 8, group: int = 4,
                             conv: int = 12) -> onnx.ModelProto:
     """The byte-classifier trunk that jax2tf + tf2onnx writes (a Magika-style model).
@@ -526,24 +555,7 @@ def jax_regrouped_layernorm(seed: int = 0, seq: int = 32, dense: int = 8, group:
         # LayerNorm over the position axis, statistics by ReduceSum and 1/n
         mk("Concat", ["batch", "n_one", "n_width"], ["bc_shape32"], name="LayerNorm/shape_Concat", axis=0),
         mk("Cast", ["bc_shape32"], ["bc_shape"], name="LayerNorm/shape_cast", to=7),
-        mk("ReduceSum", ["r", "reduce_axes"], ["s1"], name="LayerNorm/Sum", keepdims=0, noop_with_empty_axes=1),
-        mk("Mul", ["r", "r"], ["rsq"], name="LayerNorm/Square"),
-        mk("ReduceSum", ["rsq", "reduce_axes"], ["s2"], name="LayerNorm/Sum_1", keepdims=0, noop_with_empty_axes=1),
-        mk("Mul", ["s1", "inv_n"], ["mean"], name="LayerNorm/truediv"),
-        mk("Mul", ["s2", "inv_n"], ["meansq"], name="LayerNorm/truediv_1"),
-        mk("Mul", ["mean", "mean"], ["mean2"], name="LayerNorm/Square_1"),
-        mk("Sub", ["meansq", "mean2"], ["var0"], name="LayerNorm/Sub"),
-        mk("Max", ["zero", "var0"], ["var"], name="LayerNorm/Maximum"),
-        mk("Reshape", ["var", "bc_shape"], ["var_r"], name="LayerNorm/Reshape_1"),
-        mk("Expand", ["var_r", "bc_shape"], ["var_b"], name="LayerNorm/BroadcastTo_1"),
-        mk("Add", ["var_b", "eps"], ["var_e"], name="LayerNorm/AddV2"),
-        mk("Sqrt", ["var_e"], ["std"], name="LayerNorm/Rsqrt"), mk("Reciprocal", ["std"], ["inv_std"], name="LayerNorm/Rsqrt__r"),
-        mk("Mul", ["inv_std", "ln.gamma"], ["scale"], name="LayerNorm/Mul"),
-        mk("Reshape", ["mean", "bc_shape"], ["mean_r"], name="LayerNorm/Reshape"),
-        mk("Expand", ["mean_r", "bc_shape"], ["mean_b"], name="LayerNorm/BroadcastTo"),
-        mk("Sub", ["r", "mean_b"], ["centered"], name="LayerNorm/Sub_1"),
-        mk("Mul", ["centered", "scale"], ["normed"], name="LayerNorm/Mul_1"),
-        mk("Add", ["normed", "ln.beta"], ["ln"], name="LayerNorm/AddV2_1"),
+        *_jax_layernorm("r", "reduce_axes", "inv_n", "bc_shape", "ln.gamma", "ln.beta", "ln"),
         # Conv over positions: NHWC -> NCHW as tf2onnx writes a Conv1D
         mk("Unsqueeze", ["ln", "unsq_axes"], ["u"], name="Unsqueeze"),
         mk("Slice", ["u", "sl.starts", "sl.ends", "sl.axes", "sl.steps"], ["us"], name="Conv_0/strided_slice"),
@@ -587,23 +599,7 @@ def jax_channel_layernorm(seed: int = 0, features: int = 6, hidden: int = 16, cl
         mk("Slice", ["xs32", "axis0", "axis1", "axis0"], ["batch"], name="strided_slice"),
         mk("Concat", ["batch", "one"], ["bshape32"], name="LayerNorm/shape_Concat", axis=0),
         mk("Cast", ["bshape32"], ["bshape"], name="LayerNorm/shape_cast", to=7),
-        mk("ReduceSum", ["h", "axes"], ["s1"], name="LayerNorm/Sum", keepdims=0, noop_with_empty_axes=1),
-        mk("Mul", ["s1", "recip"], ["mean"], name="LayerNorm/truediv"),
-        mk("Mul", ["h", "h"], ["hsq"], name="LayerNorm/Square"),
-        mk("ReduceSum", ["hsq", "axes"], ["s2"], name="LayerNorm/Sum_1", keepdims=0, noop_with_empty_axes=1),
-        mk("Mul", ["s2", "recip"], ["meansq"], name="LayerNorm/truediv_1"),
-        mk("Mul", ["mean", "mean"], ["mean2"], name="LayerNorm/Square_1"),
-        mk("Sub", ["meansq", "mean2"], ["var0"], name="LayerNorm/Sub"),
-        mk("Max", ["zero", "var0"], ["var"], name="LayerNorm/Maximum"),
-        mk("Reshape", ["var", "bshape"], ["var_r"], name="LayerNorm/Reshape_1"),
-        mk("Expand", ["var_r", "bshape"], ["var_b"], name="LayerNorm/BroadcastTo_1"),
-        mk("Add", ["var_b", "eps"], ["var_e"], name="LayerNorm/AddV2"),
-        mk("Sqrt", ["var_e"], ["std"], name="LayerNorm/Rsqrt"), mk("Reciprocal", ["std"], ["inv"], name="LayerNorm/Rsqrt__r"),
-        mk("Mul", ["inv", "gamma"], ["scale"], name="LayerNorm/Mul"),
-        mk("Reshape", ["mean", "bshape"], ["mean_r"], name="LayerNorm/Reshape"),
-        mk("Expand", ["mean_r", "bshape"], ["mean_b"], name="LayerNorm/BroadcastTo"),
-        mk("Sub", ["h", "mean_b"], ["c"], name="LayerNorm/Sub_1"),
-        mk("Mul", ["c", "scale"], ["n"], name="LayerNorm/Mul_1"), mk("Add", ["n", "beta"], ["ln"], name="LayerNorm/AddV2_1"),
+        *_jax_layernorm("h", "axes", "recip", "bshape", "gamma", "beta", "ln"),
         mk("MatMul", ["ln", "head.w"], ["logits"], name="Dense_1/MatMul"),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])

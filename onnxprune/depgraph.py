@@ -25,6 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .graph import Model, is_const
+from .profile import LINEAR_OPS
 from .rules import (
     Expand,
     Free,
@@ -373,8 +374,7 @@ def build_depgraph(
     return dg
 
 
-_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger",
-                           "QLinearConv", "QLinearMatMul"})
+_WEIGHTED_OPS = frozenset(LINEAR_OPS) | {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
 
 
 def _choose_factors(

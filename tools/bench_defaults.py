@@ -7,8 +7,8 @@ the exports)::
     python tools/bench_defaults.py
 
 For each model the console tool prunes twice in a child process, with the defaults (kept
-channel counts a multiple of 8) and with ``--round-to 1`` (exactly the ratio, the default before
-0.9); the child's wall time and peak resident memory are recorded. Then the original and both
+channel counts a multiple of 8) and with ``--round-to 1`` (exactly the ratio, the previous
+default); the child's wall time and peak resident memory are recorded. Then the original and both
 outputs are timed in ONE interleaved loop (turn order rotated, 2 threads, batch 1, median of
 ``--repeat`` turns) and the latency ratio is set against the MACs ratio.
 

@@ -19,10 +19,8 @@ results replace the section between ``<!-- resnet50:begin -->`` and ``<!-- resne
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -31,6 +29,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import machine_info  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- resnet50:begin -->"
@@ -195,24 +197,6 @@ def check_and_time(original: Path, pruned: Path, args: argparse.Namespace) -> di
     out["lat"] = _latency(models, feeds, args.threads, args)
     out["lat1"] = _latency(models, feeds, 1, args)
     return out
-
-
-def machine_info() -> dict:
-    from importlib import metadata
-
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.lower().startswith("model name")),
-        "unknown CPU",
-    )
-    info = {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version()}
-    for dist in ("onnxruntime", "onnx", "torch"):
-        try:
-            info[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            info[dist] = "n/a"
-    info["date"] = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return info
 
 
 def _mb(n: float) -> str:

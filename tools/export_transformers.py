@@ -52,6 +52,7 @@ Requires torch and onnxscript (no ``transformers`` / ``timm`` package).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import warnings
@@ -451,17 +452,8 @@ SPECS: dict[str, Spec] = {
         dynamo_dynamic_shapes=_vit_dims,
         seq_lens=(None,),
     ),
-    "vit_mha_tiny": Spec(
-        build=_build_mha_vit,
-        input_names=["pixel_values"],
-        output_name="logits",
-        num_outputs=ViTConfig().num_classes,
-        make_inputs=_vit_inputs,
-        legacy_dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo_dynamic_shapes=_vit_dims,
-        seq_lens=(None,),
-    ),
 }
+SPECS["vit_mha_tiny"] = dataclasses.replace(SPECS["vit_tiny"], build=_build_mha_vit)  # same inputs and axes
 
 
 # ------------------------------------------------------------------- export

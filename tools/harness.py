@@ -88,23 +88,18 @@ def run_child(cmd: list[str], timeout: float = 1800.0) -> ChildRun:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     read, write = os.pipe()
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", _MEASURE, str(write), *cmd], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, pass_fds=(write,))
-        os.close(write)
+    with os.fdopen(read) as fh:
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _MEASURE, str(write), *cmd], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, pass_fds=(write,))
+        finally:
+            os.close(write)  # the child holds its copy; ours would keep the pipe open
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        with os.fdopen(read) as fh:
-            kib = fh.read().strip()
-    finally:
-        for fd in (write,):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        kib = fh.read().strip()
     return ChildRun(proc.returncode, time.perf_counter() - t0, int(kib or 0) * 1024, out, err)
 
 
