@@ -59,6 +59,7 @@ examples:
   onnxprune prune model.onnx -o small.onnx --ratio 0.5 --round-to 8 --check
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --ignore 'head.*' --input-shape input:1,3,224,224
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --criterion wanda --calib calib/ --reconstruct
+  onnxprune heal model.onnx small.onnx -o healed.onnx --calib calib/ --budget-minutes 10
   onnxprune eval model.onnx small.onnx --data test/ --labels labels.npy
   onnxprune profile model.onnx --by node           MACs and params per node (or --by op / --by group)
   onnxprune bench model.onnx --ep cpu,cuda --batch 1,8
@@ -200,18 +201,63 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--global", dest="global_ranking", action="store_true",
                     help="rank channels across all layers (LAMP-normalized scores) and remove the "
                     "lowest --ratio of all prunable channels, instead of --ratio of every layer")
+    pc.add_argument("--heal", action="store_true",
+                    help="then distil the pruned model towards the original on the calibration data "
+                    "(as `onnxprune heal`; needs torch: pip install 'onnxprune[heal]')")
+    pc.add_argument("--heal-minutes", type=float, default=10.0, metavar="N",
+                    help="with --heal: training budget in minutes (default 10)")
     _add_image_options(pc)
+
+    ph = sub.add_parser(
+        "heal",
+        help="recover accuracy by distilling a pruned model towards its original (needs torch)",
+        description="Trains the pruned model's weights to reproduce the original's outputs (and its "
+        "intermediate features where both graphs share a tensor of equal shape) on unlabeled "
+        "calibration inputs, with mixup and noise on float inputs. A held-out share of the data "
+        "decides when to stop and which weights to keep; if healing does not improve it, the weights "
+        "stay as they were. Only initializer values change: nodes, names, opset and metadata stay as "
+        "they are. Needs PyTorch: pip install 'onnxprune[heal]'.",
+        epilog="examples:\n"
+        "  onnxprune prune model.onnx -o small.onnx --target-macs 0.7x --criterion wanda --calib calib/ --reconstruct\n"
+        "  onnxprune heal model.onnx small.onnx -o healed.onnx --calib calib/ --budget-minutes 10\n"
+        "  onnxprune eval model.onnx healed.onnx --data test/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ph.add_argument("original", help="the model before pruning (the teacher)")
+    ph.add_argument("pruned", help="the pruned model (the student; never modified)")
+    ph.add_argument("-o", "--output", help="output .onnx file (default: <pruned>-healed.onnx beside it)")
+    ph.add_argument("--calib", required=True, metavar="PATH",
+                    help="unlabeled inputs: a folder of .npy/.npz files, one .npz/.npy file, or a folder of "
+                    "images (see --image-size); more samples heal better (default: up to 1024 used)")
+    ph.add_argument("--calib-samples", type=int, default=1024, metavar="N", help="use at most N samples (default 1024)")
+    ph.add_argument("--budget-minutes", type=float, default=10.0, metavar="N",
+                    help="training budget in minutes, held-out checks included (default 10)")
+    ph.add_argument("--epochs", type=int, default=None, metavar="N", help="stop after N passes over the data")
+    ph.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate, halved on plateaus (default 3e-4)")
+    ph.add_argument("--batch-size", type=int, default=16, metavar="N", help="samples per step (default 16)")
+    ph.add_argument("--holdout", type=float, default=0.15, metavar="F",
+                    help="share of the samples never trained on, for early stopping and the reported "
+                    "agreement (default 0.15)")
+    ph.add_argument("--features", type=int, default=8, metavar="N",
+                    help="intermediate tensors matched besides the outputs (default 8; 0: outputs only)")
+    ph.add_argument("--no-augment", action="store_true", help="train on the samples as they are (no mixup, no noise)")
+    ph.add_argument("--seed", type=int, default=0, help="seed for the split, the order and the augmentations")
+    ph.add_argument("--threads", type=int, default=0, metavar="N", help="torch and onnxruntime threads (default: theirs)")
+    ph.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_image_options(ph)
 
     pe = sub.add_parser(
         "eval",
-        help="compare a pruned model with its original on real inputs",
+        help="compare pruned (and healed) models with their original on real inputs",
         description="Runs both models on the same inputs (use data not used for calibration) "
         "and reports per output cosine similarity, relative L2 error and largest difference, "
         "top-1 agreement for classifier-like outputs ([batch, classes]), and with labels the "
         "accuracy of both models.",
     )
     pe.add_argument("original", help="the original .onnx model")
-    pe.add_argument("pruned", help="the pruned .onnx model")
+    pe.add_argument("pruned", nargs="+",
+                    help="one or more models derived from it (pruned, reconstructed, healed): with several, a "
+                    "table side by side")
     pe.add_argument("--data", required=True, metavar="PATH",
                     help="inputs: a folder of .npy/.npz files, one .npz/.npy file, or a folder of images")
     pe.add_argument("--labels", metavar="FILE",
@@ -574,6 +620,14 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
     if args.bias_only and not args.reconstruct:
         raise UsageError("--bias-only only applies with --reconstruct")
+    if args.heal:
+        if not args.calib or args.calib == "random":
+            raise UsageError("--heal needs real calibration data: --calib DIR|FILE")
+        if args.heal_minutes <= 0:
+            raise UsageError(f"--heal-minutes must be > 0, got {args.heal_minutes}")
+        from .torchrun import require_torch
+
+        require_torch()
     targeted = args.target_macs is not None or args.target_params is not None
     if targeted and args.ratio is not None:
         raise UsageError("give --ratio or --target-macs/--target-params, not both: a target chooses the ratio")
@@ -611,7 +665,16 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             progress=bar,
             correction_passes=args.feedback_passes,
         )
-        res.save(out, protect=(args.model,))
+        if not args.heal:
+            res.save(out, protect=(args.model,))
+    healed = None
+    if args.heal:  # the pruned model is the student; only the healed one is written to -o
+        with tempfile.TemporaryDirectory(prefix=".onnxprune-", dir=Path(out).resolve().parent) as tmp, \
+                _HealBar(console, enabled=not args.json) as hbar:
+            student = os.path.join(tmp, "pruned.onnx")
+            res.save(student, protect=(args.model,))
+            healed = _heal(args.model, student, out, args, args.heal_minutes, None, 3e-4, 16, 1024, 0.15, 8,
+                           True, 0, hbar)
     elapsed = time.perf_counter() - t0
     data = prune_dict(res)
     data.update(output=out, size_before=file_size(args.model), size_after=file_size(out), seconds=elapsed)
@@ -632,6 +695,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         data["check"] = [{"output": a.name, "max_abs_diff": a.max_abs, "cosine": a.cosine} for a in agreement]
     if args.measure:
         data["latency"] = _measure(args, res, out, provider, console)
+    if healed is not None:
+        data["heal"] = healed.to_dict()
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -674,6 +739,78 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
                       f"refit, {modes['bias']} bias-compensated, {modes['skip']} skipped")
     for a in agreement:
         console.print(f"check '{a.name}': largest |difference| {a.max_abs:.3g}, cosine similarity {a.cosine:.6f}")
+    if healed is not None:
+        _print_heal(console, healed)
+    return 0
+
+
+class _HealBar:
+    """A rich progress bar over the training budget, showing the loss and the held-out loss."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.bar = Progress(TextColumn("healing"), BarColumn(), TextColumn("{task.fields[state]}"),
+                            TimeElapsedColumn(), console=console, transient=True) if enabled else None
+        self.task: Any = None
+
+    def __enter__(self) -> _HealBar:
+        if self.bar is not None:
+            self.bar.__enter__()
+            self.task = self.bar.add_task("healing", total=1.0, state="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, fraction: float, state: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=fraction, state=state)
+
+
+def _heal(original: str, pruned: str, out: str, args: argparse.Namespace, minutes: float, epochs: int | None,
+          lr: float, batch_size: int, samples: int, holdout: float, features: int, augment: bool, threads: int,
+          bar: _HealBar) -> Any:
+    from .heal import heal
+
+    _, result = heal(original, pruned, args.calib, out, minutes=minutes, epochs=epochs, lr=lr,
+                     batch_size=batch_size, n_samples=samples, holdout=holdout, features=features,
+                     augment="auto" if augment else "none", seed=getattr(args, "seed", 0) or 0,
+                     image_spec=_image_spec(args), threads=threads or None, progress=bar)
+    return result
+
+
+def _print_heal(console: Console, r: Any) -> None:
+    cos = ", ".join(f"'{k}' {r.cosine_before[k]:.4f} → {r.cosine_after[k]:.4f}" for k in r.cosine_after)
+    console.print(f"healing: {r.steps} steps ({r.epochs} epochs, {r.seconds:.0f}s, stopped: {r.stopped}) on "
+                  f"{r.train_samples} samples, {r.tensors_trained} weight tensors, {len(r.features)} shared "
+                  f"features matched")
+    console.print(f"held-out ({r.heldout_samples} samples): loss {r.loss_before:.4g} → {r.loss_after:.4g}; "
+                  f"cosine to the original {cos}")
+    if r.kept_pruned_weights:
+        console.print("[yellow]healing did not improve the held-out loss; the pruned weights were kept[/yellow]")
+
+
+def cmd_heal(args: argparse.Namespace, console: Console) -> int:
+    for path in (args.original, args.pruned):
+        if not Path(path).is_file():
+            raise UsageError(f"model '{path}' does not exist")
+    out = args.output or str(Path(args.pruned).with_name(Path(args.pruned).stem + "-healed.onnx"))
+    check_destination(out, (args.original, args.pruned))
+    if args.budget_minutes <= 0 or args.batch_size < 1 or args.calib_samples < 2 or not 0 <= args.holdout < 1:
+        raise UsageError("heal needs --budget-minutes > 0, --batch-size >= 1, --calib-samples >= 2 and "
+                         "0 <= --holdout < 1")
+    from .torchrun import require_torch
+
+    require_torch()  # one line saying what to install, before any work
+    with _HealBar(console, enabled=not args.json) as bar:
+        r = _heal(args.original, args.pruned, out, args, args.budget_minutes, args.epochs, args.lr,
+                  args.batch_size, args.calib_samples, args.holdout, args.features, not args.no_augment,
+                  args.threads, bar)
+    if args.json:
+        print(json.dumps({"output": out, **r.to_dict()}, indent=2))
+        return 0
+    _print_heal(console, r)
+    console.print(f"wrote {out}")
     return 0
 
 
@@ -1044,7 +1181,7 @@ def cmd_passes(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
-    for path in (args.original, args.pruned):
+    for path in (args.original, *args.pruned):
         if not Path(path).is_file():
             raise UsageError(f"model '{path}' does not exist")
     proto = load_proto(args.original)
@@ -1056,20 +1193,40 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     elif Path(args.data).is_file() and Path(args.data).suffix == ".npz":
         with np.load(args.data) as z:
             labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1) if "labels" in z.files else None
-    bar = _ProgressBar(console, "evaluating", enabled=not args.json)
-    with bar:
-        res = evaluate(proto, args.pruned, data, labels, progress=bar)
+    results = []
+    for path in args.pruned:
+        bar = _ProgressBar(console, f"evaluating {Path(path).name}", enabled=not args.json)
+        with bar:
+            results.append(evaluate(proto, path, data, labels, progress=bar))
     if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
+        dicts = [{"model": p, **r.to_dict()} for p, r in zip(args.pruned, results)]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else {"original": args.original, "models": dicts}, indent=2))
         return 0
-    table = Table(title=f"{args.pruned} vs {args.original} on {res.samples} samples")
-    for col in ("output", "cosine", "relative L2", "max |diff|", "top-1 agreement"):
-        table.add_column(col, justify="left" if col == "output" else "right")
-    for o in res.outputs:
-        table.add_row(o.name, f"{o.cosine:.6f}", f"{o.rel_l2:.4g}", f"{o.max_abs:.4g}",
-                      "-" if o.top1_agreement is None else _pct(o.top1_agreement))
-    console.print(table)
-    if res.accuracy_original is not None:
+    for path, res in zip(args.pruned, results):
+        table = Table(title=f"{path} vs {args.original} on {res.samples} samples")
+        for col in ("output", "cosine", "relative L2", "max |diff|", "top-1 agreement"):
+            table.add_column(col, justify="left" if col == "output" else "right")
+        for o in res.outputs:
+            table.add_row(o.name, f"{o.cosine:.6f}", f"{o.rel_l2:.4g}", f"{o.max_abs:.4g}",
+                          "-" if o.top1_agreement is None else _pct(o.top1_agreement))
+        console.print(table)
+    if len(results) > 1:  # side by side: before pruning, after pruning, after repair, after healing ...
+        table = Table(title=f"against {args.original} (mean cosine over outputs)")
+        table.add_column("model")
+        table.add_column("cosine", justify="right")
+        table.add_column("top-1 agreement", justify="right")
+        if results[0].accuracy_original is not None:
+            table.add_column("accuracy", justify="right")
+            table.add_row(f"{args.original} (original)", "1.000000", "100%", _pct(results[0].accuracy_original))
+        for path, res in zip(args.pruned, results):
+            tops = [o.top1_agreement for o in res.outputs if o.top1_agreement is not None]
+            row = [path, f"{np.mean([o.cosine for o in res.outputs]):.6f}", _pct(min(tops)) if tops else "-"]
+            if res.accuracy_pruned is not None:
+                row.append(f"{_pct(res.accuracy_pruned)} ({100 * (res.accuracy_pruned - res.accuracy_original):+.2f})")
+            table.add_row(*row)
+        console.print(table)
+    elif results[0].accuracy_original is not None:
+        res = results[0]
         console.print(f"accuracy: original {_pct(res.accuracy_original)}, pruned {_pct(res.accuracy_pruned)} "
                       f"({100 * (res.accuracy_pruned - res.accuracy_original):+.2f} points)")
     return 0
@@ -1171,7 +1328,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     return 0 if res.met else 1
 
 
-COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "eval": cmd_eval,
+COMMANDS = {"analyze": cmd_analyze, "prune": cmd_prune, "demo": cmd_demo, "eval": cmd_eval, "heal": cmd_heal,
             "profile": cmd_profile, "bench": cmd_bench, "compare": cmd_compare, "search": cmd_search,
             "optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes}
 

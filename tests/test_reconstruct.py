@@ -197,7 +197,7 @@ def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
     assert {r["mode"] for r in data["reconstruction"]} == {"refit"}
     rc = main(["eval", src, str(out), "--data", str(TRAINED / "digits_test.npz"), "--json"])
     assert rc == 0
-    ev = json.loads(capsys.readouterr().out)
+    ev = ev_first = json.loads(capsys.readouterr().out)
     test = np.load(TRAINED / "digits_test.npz")
     assert ev["samples"] == len(test["labels"])
     assert ev["accuracy_original"] == pytest.approx(_accuracy(src, test["input"], test["labels"]))
@@ -212,6 +212,14 @@ def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
     ev = json.loads(capsys.readouterr().out)
     assert rc == 0 and ev["outputs"][0]["cosine"] == pytest.approx(1.0) and ev["outputs"][0]["rel_l2"] == 0.0
     assert ev["outputs"][0]["top1_agreement"] == 1.0 and ev["accuracy_original"] == ev["accuracy_pruned"]
+    # several models side by side (pruned, repaired, healed ...): one result per model, in order
+    rc = main(["eval", src, str(out), src, "--data", str(TRAINED / "digits_test.npz"), "--json"])
+    both = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [m["model"] for m in both["models"]] == [str(out), src]
+    assert both["models"][0]["outputs"] == ev_first["outputs"] and both["models"][1]["outputs"][0]["rel_l2"] == 0.0
+    rc = main(["eval", src, str(out), src, "--data", str(TRAINED / "digits_test.npz")])
+    text = capsys.readouterr().out
+    assert rc == 0 and "side" not in text and "(original)" in text and f"{100 * ev_first['accuracy_pruned']:.1f}%" in text
 
 
 @pytest.mark.parametrize(
