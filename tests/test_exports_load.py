@@ -18,7 +18,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPORTS_DIR = REPO_ROOT / "models" / "exports"
-DEMO_PATH = REPO_ROOT / "onnxprune" / "data" / "demo.onnx"
+DEMO_PATH = REPO_ROOT / "onnxprune" / "data" / "digits_cnn.onnx"
 EXPORTS = sorted(EXPORTS_DIR.glob("*.onnx"))
 MAX_EXPORT_BYTES = 5 * 1024 * 1024
 

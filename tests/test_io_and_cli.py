@@ -194,11 +194,27 @@ def test_cli_input_shape_fixes_batch(model_path: Path, capsys):
 
 def test_cli_demo_runs_from_any_folder(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--repeat", "3"]) == 0
+    assert main(["demo", "--repeat", "3", "--batch", "16", "--no-heal"]) == 0
     out = capsys.readouterr().out
-    for word in ("params", "MACs", "file size", "latency", "agreement"):
+    for word in ("params", "MACs", "file size", "latency", "agreement", "test accuracy", "the same on your model"):
         assert word in out
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+    # the trained model keeps its accuracy: the row shows the change in points
+    row = next(line for line in out.splitlines() if "test accuracy" in line)
+    change = float(row.split("(")[-1].split(")")[0])
+    assert -1.5 <= change <= 0.5
+
+
+def test_cli_demo_on_your_own_model(tmp_path: Path, capsys):
+    trained = Path(__file__).resolve().parent.parent / "models" / "trained"
+    out = tmp_path / "mine-pruned.onnx"
+    assert main(["demo", "--model", str(trained / "digits_vit.onnx"), "--calib", str(trained / "digits_calib.npz"),
+                 "--data", str(trained / "digits_test.npz"), "--no-heal", "--repeat", "3", "--batch", "16",
+                 "-o", str(out), "--target-macs", "0.7x"]) == 0
+    text = capsys.readouterr().out
+    assert "your model" in text and "test accuracy" in text and out.is_file()
+    assert main(["demo", "--model", str(trained / "digits_vit.onnx")]) == 2
+    assert "needs --calib" in capsys.readouterr().err
 
 
 def test_version(capsys):

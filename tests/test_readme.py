@@ -27,5 +27,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_demo_model_ships_with_the_package():
     toml = (ROOT / "pyproject.toml").read_text()
-    assert '"onnxprune.data" = ["*.onnx"]' in toml
-    assert (ROOT / "onnxprune" / "data" / "demo.onnx").stat().st_size < 2_000_000
+    assert '"onnxprune.data" = ["*.onnx", "*.npz"]' in toml
+    data = ROOT / "onnxprune" / "data"
+    assert sum((data / n).stat().st_size for n in ("digits_cnn.onnx", "digits_calib.npz", "digits_test.npz")) < 2_000_000
+    for name in ("digits_cnn.onnx", "digits_calib.npz", "digits_test.npz"):  # the demo runs on the trained model
+        assert (data / name).read_bytes() == (ROOT / "models" / "trained" / name).read_bytes()

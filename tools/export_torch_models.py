@@ -20,14 +20,12 @@ Each network is exported twice, with a dynamic batch dimension:
   opset 18, weights embedded in the file (no ``.onnx.data`` side file).
 
 Every file is then checked with ``onnx.checker.check_model(full_check=True)`` and
-run in onnxruntime at batch sizes 1 and 2 against the torch output.  The ResNet
-legacy export is also copied to ``onnxprune/data/demo.onnx`` (the model shipped in
-the package) unless ``--no-demo`` is given.
+run in onnxruntime at batch sizes 1 and 2 against the torch output.
 
 Usage (from the repository root)::
 
     python tools/export_torch_models.py            # writes models/exports/
-    python tools/export_torch_models.py --out DIR --seed 0 --no-demo
+    python tools/export_torch_models.py --out DIR --seed 0
 
 Requires torch, onnxscript and torchvision 0.28 (``pip install --no-deps
 torchvision==0.28.0`` plus Pillow); see ``tools/torchvision_compat.py``.
@@ -36,7 +34,6 @@ torchvision==0.28.0`` plus Pillow); see ``tools/torchvision_compat.py``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -59,8 +56,6 @@ from torchvision.models.resnet import BasicBlock, ResNet  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "models" / "exports"
-DEMO_PATH = REPO_ROOT / "onnxprune" / "data" / "demo.onnx"
-DEMO_SOURCE = "resnet_legacy.onnx"
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 64
@@ -69,7 +64,6 @@ OUTPUT_NAME = "logits"
 LEGACY_OPSET = 17
 DYNAMO_OPSET = 18
 MAX_FILE_BYTES = 5 * 1024 * 1024
-MAX_DEMO_BYTES = 2 * 1024 * 1024
 ATOL = 1e-3
 
 
@@ -257,8 +251,7 @@ def write_readme(out: Path, seed: int) -> Path:
         f"output `{OUTPUT_NAME}`: `[batch, {NUM_CLASSES}]`. Each export matches the torch model",
         f"in onnxruntime to within {ATOL:g} (max abs diff) at batch sizes 1 and 2.",
         "",
-        "Regenerate (from the repository root; also refreshes `onnxprune/data/demo.onnx`,",
-        f"a copy of `{DEMO_SOURCE}`):",
+        "Regenerate (from the repository root):",
         "",
         "```",
         "python tools/export_torch_models.py" + ("" if seed == 0 else f" --seed {seed}"),
@@ -332,12 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         default=list(MODELS),
         help="subset of models to export",
     )
-    parser.add_argument(
-        "--demo",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help=f"copy {DEMO_SOURCE} to onnxprune/data/demo.onnx (default: on)",
-    )
     args = parser.parse_args(argv)
 
     out: Path = args.out
@@ -361,16 +348,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise AssertionError(f"{path.name} is {size} bytes (> {MAX_FILE_BYTES})")
             rows.append((path.name, exporter, opset, size, diff))
             print(f"exported {path} ({size / 1024:.1f} KiB, max |diff| {diff:.2e})", flush=True)
-
-    if args.demo:
-        source = out / DEMO_SOURCE
-        if not source.exists():
-            parser.error(f"--demo needs {source}; include 'resnet' in --models")
-        if source.stat().st_size > MAX_DEMO_BYTES:
-            raise AssertionError(f"{source} is too large for the demo model")
-        DEMO_PATH.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, DEMO_PATH)
-        print(f"copied {source.name} -> {DEMO_PATH}")
 
     print(f"wrote {write_readme(out, args.seed)}")
     print()

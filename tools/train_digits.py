@@ -19,7 +19,8 @@ Two models (float32 input ``input`` of shape ``[batch, 1, 8, 8]``, output ``logi
 Both are exported with the TorchScript exporter (opset 17, dynamic batch), checked with the
 full ONNX checker and against torch in onnxruntime. Written to ``models/trained/``:
 ``digits_cnn.onnx``, ``digits_vit.onnx``, ``digits_calib.npz`` (``input``),
-``digits_test.npz`` (``input``, ``labels``), and the accuracy table in ``README.md``.
+``digits_test.npz`` (``input``, ``labels``), and the accuracy table in ``README.md``; the CNN and
+its two splits are also copied to ``onnxprune/data/`` for ``onnxprune demo``.
 
 Usage (from the repository root; needs ``pip install scikit-learn`` and torch; CPU, a few minutes)::
 
@@ -29,6 +30,7 @@ Usage (from the repository root; needs ``pip install scikit-learn`` and torch; C
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -183,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     (args.out / "README.md").write_text("\n".join(readme))
+    # `onnxprune demo` runs on the CNN with its own calibration and test split
+    package_data = Path(__file__).resolve().parent.parent / "onnxprune" / "data"
+    for name in ("digits_cnn.onnx", "digits_calib.npz", "digits_test.npz"):
+        shutil.copyfile(args.out / name, package_data / name)
     return 0
 
 
