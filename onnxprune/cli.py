@@ -97,6 +97,22 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output_options(p: argparse.ArgumentParser, suffix: str) -> None:
+    p.add_argument("output_file", nargs="?", metavar="OUTPUT",
+                   help="output .onnx file, as a second argument (`in.onnx out.onnx`) or with -o")
+    p.add_argument("-o", "--output", help=f"output .onnx file (default: <model>-{suffix}.onnx beside the input)")
+
+
+def _settle_output(args: argparse.Namespace) -> None:
+    """``tool in.onnx out.onnx`` (as onnxsim and onnxslim take it) means ``-o out.onnx``."""
+    pos = getattr(args, "output_file", None)
+    if pos is None:
+        return
+    if args.output and args.output != pos:
+        raise UsageError(f"two outputs given ('{pos}' and -o '{args.output}'); give one")
+    args.output = pos
+
+
 def _add_timing_options(p: argparse.ArgumentParser, repeat: int, warmup: int) -> None:
     p.add_argument("--ep", default="cpu", metavar="EP1,EP2",
                    help="execution providers: cpu, cuda, tensorrt, ... (default cpu)")
@@ -139,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "result with the ONNX checker and onnxruntime, and writes it atomically.",
     )
     _add_model_options(pp)
-    pp.add_argument("-o", "--output", help="output .onnx file (default: <model>-pruned.onnx beside the input)")
+    _add_output_options(pp, "pruned")
     pp.add_argument("--ratio", type=float, default=None,
                     help="share of channels removed per layer, in [0, 1) (default 0.5 unless a target is given)")
     pp.add_argument("--target-macs", metavar="T",
@@ -355,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  onnxprune optimize bert.onnx -o bert-1x128.onnx --input-shape input_ids:1,128 --passes fix-input-shapes,cleanup\n",
     )
     po.add_argument("model", help="input .onnx file (never modified)")
-    po.add_argument("-o", "--output", help="output .onnx file (default: <model>-optimized.onnx beside the input)")
+    _add_output_options(po, "optimized")
     po.add_argument(
         "--passes",
         default="cleanup",
@@ -435,7 +451,7 @@ class _ProgressBar:
         self.enabled = enabled
         self.label = label
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=True) if enabled else None
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) if enabled else None
         self.task: Any = None
         self.stage = 0
 
@@ -760,7 +776,7 @@ class _HealBar:
 
     def __init__(self, console: Console, enabled: bool) -> None:
         self.bar = Progress(TextColumn("healing"), BarColumn(), TextColumn("{task.fields[state]}"),
-                            TimeElapsedColumn(), console=console, transient=True) if enabled else None
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) if enabled else None
         self.task: Any = None
 
     def __enter__(self) -> _HealBar:
@@ -1420,6 +1436,7 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str) -> None:  # plain, unwrapped: one line for people and scripts
         print(f"onnxprune: {message}", file=sys.stderr)
     try:
+        _settle_output(args)
         return COMMANDS[args.command](args, console)
     except OnnxPruneError as exc:
         if args.debug:

@@ -143,3 +143,99 @@ def test_augmentations_keep_shapes_and_leave_ids_alone():
         assert {k: (v.shape, v.dtype) for k, v in out.items()} == {k: (v.shape, v.dtype) for k, v in feed.items()}
         assert np.array_equal(out["ids"], feed["ids"])
         assert not np.array_equal(out["image"], feed["image"]) and np.isfinite(out["line"]).all()
+
+
+# ------------------------------------------------------------------------ single ops vs onnxruntime
+def _one_node(op: str, inputs: list[np.ndarray], attrs: dict | None = None, n_out: int = 1, opset: int = 17,
+              const: tuple[int, ...] = ()) -> tuple[onnx.ModelProto, dict]:
+    """A graph of one ``op``; inputs at the indices in ``const`` are initializers, the rest graph inputs."""
+    from onnx import helper, numpy_helper
+
+    names = [f"x{i}" for i in range(len(inputs))]
+    graph_inputs, inits, feeds = [], [], {}
+    for i, (name, arr) in enumerate(zip(names, inputs)):
+        if i in const:
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
+            feeds[name] = arr
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op, names, outs, **(attrs or {}))
+    g = helper.make_graph([node], "one", graph_inputs, [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
+                          initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), feeds
+
+
+_R = np.random.default_rng(0)
+_X = _R.standard_normal((2, 4, 7, 9)).astype(np.float32)
+_I64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+_F32 = lambda *v: np.array(v, np.float32)  # noqa: E731
+
+SINGLE_OPS = {
+    "resize-linear-half-pixel": ("Resize", [_X, _F32(), _F32(1, 1, 2, 1.5)], {"mode": "linear"}, (1, 2)),
+    "resize-linear-align-corners": ("Resize", [_X, _F32(), _F32(1, 1, 2, 2)],
+                                    {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, (1, 2)),
+    "resize-nearest-asymmetric-floor": ("Resize", [_X, _F32(), _F32(1, 1, 2, 3)],
+                                        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                                         "nearest_mode": "floor"}, (1, 2)),
+    "resize-nearest-sizes": ("Resize", [_X, _F32(), _F32(), _I64(2, 4, 5, 4)], {"mode": "nearest"}, (1, 2, 3)),
+    "pad-reflect": ("Pad", [_X, _I64(0, 0, 1, 2, 0, 0, 2, 1)], {"mode": "reflect"}, (1,)),
+    "pad-edge": ("Pad", [_X, _I64(0, 0, 1, 0, 0, 0, 0, 3)], {"mode": "edge"}, (1,)),
+    "pad-constant": ("Pad", [_X, _I64(0, 1, 1, 0, 0, 0, 2, 1), _F32(0.5)], {}, (1, 2)),
+    "slice-negative-step": ("Slice", [_X, _I64(-1, 6), _I64(-100, 1), _I64(3, 2), _I64(-2, -3)], {}, (1, 2, 3, 4)),
+    "slice-clamped": ("Slice", [_X, _I64(1), _I64(1000), _I64(-1)], {}, (1, 2, 3)),
+    "gather-negative": ("Gather", [_X, _I64(-1, 0, 2)], {"axis": 1}, (1,)),
+    "split-sizes": ("Split", [_X, _I64(3, 6)], {"axis": 3}, (1,), 2),
+    "split-even": ("Split", [_X], {"axis": 1, "num_outputs": 2}, (), 2, 18),
+    "softmax-opset11": ("Softmax", [_X], {"axis": 2}, (), 1, 11),
+    "logsoftmax": ("LogSoftmax", [_X], {"axis": -1}, ()),
+    "avgpool-asymmetric-exclude": ("AveragePool", [_X], {"kernel_shape": [3, 3], "pads": [0, 1, 2, 1]}, ()),
+    "avgpool-same-include": ("AveragePool", [_X], {"kernel_shape": [2, 3], "strides": [2, 2],
+                                                   "auto_pad": "SAME_UPPER", "count_include_pad": 1}, ()),
+    "maxpool-ceil": ("MaxPool", [_X], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, ()),
+    "conv-same-lower-grouped": ("Conv", [_X, _R.standard_normal((6, 2, 3, 2)).astype(np.float32)],
+                                {"group": 2, "auto_pad": "SAME_LOWER", "strides": [2, 1]}, (1,)),
+    "conv-transpose": ("ConvTranspose", [_X, _R.standard_normal((4, 3, 2, 2)).astype(np.float32)],
+                       {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}, (1,)),
+    "depth-to-space-crd": ("DepthToSpace", [_X], {"blocksize": 2, "mode": "CRD"}, ()),
+    "depth-to-space-dcr": ("DepthToSpace", [_X], {"blocksize": 2}, ()),
+    "space-to-depth": ("SpaceToDepth", [_X[:, :, :6, :8]], {"blocksize": 2}, ()),
+    "cumsum-exclusive-reverse": ("CumSum", [_X, _I64(3)], {"exclusive": 1, "reverse": 1}, (1,)),
+    "topk": ("TopK", [_X, _I64(3)], {"axis": 2}, (1,), 2),
+    "onehot": ("OneHot", [_I64(0, 3, -1, 5), _I64(4), _F32(-1, 2)], {"axis": 0}, (1, 2)),
+    "groupnorm-18": ("GroupNormalization", [_X, _F32(1.5, 0.5), _F32(0.1, -0.2)], {"num_groups": 2}, (1, 2), 1, 18),
+    "groupnorm-21": ("GroupNormalization", [_X, _F32(1, 2, 3, 4), _F32(0, 1, 0, 1)], {"num_groups": 2}, (1, 2), 1, 21),
+    "einsum": ("Einsum", [_X, _R.standard_normal((9, 5)).astype(np.float32)], {"equation": "bchw,wk->bhck"}, (1,)),
+    "reduce-l2-axes-input": ("ReduceL2", [_X, _I64(1, -1)], {"keepdims": 0}, (1,), 1, 18),
+    "reduce-sum-attr": ("ReduceSum", [_X], {"axes": [2]}, (), 1, 11),
+    "argmax-last": ("ArgMax", [np.array([[1, 3, 3], [2, 2, 0]], np.float32)], {"axis": 1, "select_last_index": 1}, ()),
+    "hard-sigmoid": ("HardSigmoid", [_X], {"alpha": 0.3, "beta": 0.4}, ()),
+    "hard-swish": ("HardSwish", [_X], {}, ()),
+    "gelu-tanh": ("Gelu", [_X], {"approximate": "tanh"}, (), 1, 20),
+    "prelu": ("PRelu", [_X, _F32(0.1, 0.2, 0.3, 0.4).reshape(4, 1, 1)], {}, (1,)),
+    "lrn": ("LRN", [_X], {"size": 3, "alpha": 0.01, "beta": 0.6, "bias": 2.0}, ()),
+    "instance-norm": ("InstanceNormalization", [_X, _F32(1, 2, 3, 4), _F32(0, 1, 0, 1)], {}, (1, 2)),
+    "layer-norm-axis": ("LayerNormalization", [_X, _R.standard_normal((7, 9)).astype(np.float32)], {"axis": 2}, (1,)),
+    "flatten-end": ("Flatten", [_X], {"axis": 4}, ()),
+    "expand-broadcast": ("Expand", [_X[:, :1], _I64(3, 1, 1, 1, 1)], {}, (1,)),
+    "tile": ("Tile", [_X, _I64(1, 2, 1, 2)], {}, (1,)),
+    "where-mod": ("Mod", [_I64(-7, 7, 5), _I64(3, -3, 2)], {}, ()),
+    "fmod": ("Mod", [_F32(-7.5, 7, 5), _F32(3, -3, 2)], {"fmod": 1}, ()),
+    "div-int-truncates": ("Div", [_I64(-7, 7), _I64(2, 2)], {}, ()),
+    "range": ("Range", [np.array(1, np.int64), np.array(10, np.int64), np.array(3, np.int64)], {}, ()),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_OPS))
+def test_single_ops_match_onnxruntime(case):
+    op, inputs, attrs, const, *rest = SINGLE_OPS[case]
+    n_out = rest[0] if rest else 1
+    opset = rest[1] if len(rest) > 1 else 17
+    proto, feeds = _one_node(op, inputs, attrs, n_out, opset, const)
+    ref = _ort(proto, feeds)
+    got = TorchGraph(proto).run(feeds)
+    for k, v in ref.items():
+        mine = got[k].detach().numpy()
+        assert mine.shape == v.shape, (case, k)
+        np.testing.assert_allclose(mine.astype(np.float64), v.astype(np.float64), rtol=1e-4, atol=1e-5, err_msg=case)

@@ -345,3 +345,15 @@ def test_shape_probe_measures_what_the_model_computes_without_its_weights():
     assert len(probe.SerializeToString()) < 0.25 * path.stat().st_size
     got = verify.session(probe).run(None, plan.make(seed=0))
     assert [g.shape for g in got[1:]] == [real[o].shape for o, _ in outs]
+
+
+def test_output_as_a_second_argument_like_onnxsim(tmp_path: Path, capsys):
+    src = Path(__file__).resolve().parent.parent / "models" / "trained" / "digits_cnn.onnx"
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(src), str(out), "--ratio", "0.3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(out) and out.is_file()
+    assert main(["optimize", str(src), str(tmp_path / "clean.onnx")]) == 0
+    assert (tmp_path / "clean.onnx").is_file()
+    capsys.readouterr()
+    assert main(["prune", str(src), str(out), "-o", str(tmp_path / "other.onnx")]) == 2
+    assert "two outputs given" in capsys.readouterr().err and not (tmp_path / "other.onnx").exists()
