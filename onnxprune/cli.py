@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing but errors (and --json output): no tables, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     pa = sub.add_parser(
@@ -152,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove a share of channels from every prunable group",
         description="Removes --ratio of the channels of every layer (per group, consistently "
         "across residual adds, concats, splits, grouped convs and flatten heads), validates the "
-        "result with the ONNX checker and onnxruntime, and writes it atomically.",
+        "result with the ONNX checker and onnxruntime, and writes it atomically. MODEL may also be a "
+        "folder as `optimum-cli export onnx` writes it: its model.onnx is pruned into a copy of the "
+        "folder (-o OUT_DIR, default <folder>-pruned), the config and tokenizer files copied as they are.",
     )
     _add_model_options(pp)
     _add_output_options(pp, "pruned")
@@ -413,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--json", action="store_true", help="print the list as JSON")
     _add_search_parser(sub)
+    for verb in sub.choices.values():  # -q works before or after the command
+        verb.add_argument("-q", "--quiet", dest="quiet_here", action="store_true",
+                          help="print nothing but errors (and --json output)")
     return parser
 
 
@@ -637,7 +644,47 @@ def _default_output(model: str) -> str:
     return str(p.with_name(p.stem + "-pruned.onnx"))
 
 
+def _prune_folder(args: argparse.Namespace, console: Console) -> int:
+    """A model folder (as ``optimum-cli export onnx`` writes it: model.onnx beside config and tokenizer
+    files) is pruned into a copy, so the copy still loads wherever the original folder did."""
+    import copy
+    import shutil
+
+    from .io import model_files
+
+    src = Path(args.model)
+    found = sorted(src.glob("*.onnx"))
+    model = src / "model.onnx" if (src / "model.onnx").is_file() else (found[0] if len(found) == 1 else None)
+    if model is None:
+        names = ", ".join(p.name for p in found) or "none"
+        raise UsageError(f"{src}: a folder is pruned through its model.onnx (or its only .onnx file); found {names}; "
+                         "name the file to prune instead")
+    dest = Path(args.output) if args.output else src.with_name(src.name + "-pruned")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"{dest}: exists; the pruned copy of a folder goes to a new (or empty) folder, -o OUT_DIR")
+    if not dest.resolve().parent.is_dir():
+        raise UsageError(f"{dest}: folder {dest.resolve().parent} does not exist")
+    skip = {p.resolve() for p in model_files(model)}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.resolve().parent))
+    try:
+        staging = tmp / "folder"
+        shutil.copytree(src, staging, ignore=lambda d, names: [n for n in names if (Path(d) / n).resolve() in skip])
+        inner = copy.copy(args)
+        inner.model, inner.output = str(model), str(staging / model.name)
+        rc = cmd_prune(inner, console)
+        if dest.exists():
+            dest.rmdir()
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.json:
+        console.print(f"wrote folder {dest}: {model.name} pruned, the other files copied as they are")
+    return rc
+
+
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
+    if Path(args.model).is_dir():
+        return _prune_folder(args, console)
     out = args.output or _default_output(args.model)
     check_destination(out, (args.model,))
     if (args.reconstruct or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
@@ -1431,7 +1478,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    console = Console(stderr=False, highlight=False)
+    console = Console(stderr=False, highlight=False, quiet=args.quiet or getattr(args, "quiet_here", False))
 
     def fail(message: str) -> None:  # plain, unwrapped: one line for people and scripts
         print(f"onnxprune: {message}", file=sys.stderr)

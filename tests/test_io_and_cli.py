@@ -357,3 +357,24 @@ def test_output_as_a_second_argument_like_onnxsim(tmp_path: Path, capsys):
     capsys.readouterr()
     assert main(["prune", str(src), str(out), "-o", str(tmp_path / "other.onnx")]) == 2
     assert "two outputs given" in capsys.readouterr().err and not (tmp_path / "other.onnx").exists()
+
+
+def test_a_model_folder_is_pruned_into_a_copy(tmp_path: Path, capsys):
+    import shutil
+
+    src = tmp_path / "exported"
+    src.mkdir()
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "models" / "trained" / "digits_cnn.onnx", src / "model.onnx")
+    (src / "config.json").write_text('{"model_type": "cnn"}')
+    (src / "tokenizer.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "1", "-q"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing on stdout
+    out = tmp_path / "exported-pruned"
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert (out / "config.json").read_bytes() == before["config.json"]
+    assert (out / "model.onnx").stat().st_size < 0.5 * len(before["model.onnx"])
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # the source folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "exported-pruned"]
+    assert main(["prune", str(src), "-o", str(out)]) == 2  # never into a folder that holds files
+    assert "exists" in capsys.readouterr().err
