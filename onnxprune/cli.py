@@ -46,7 +46,15 @@ from .importance import ACTIVATION_CRITERIA, CRITERIA
 from .io import check_destination, load_proto, parse_input_shapes
 from .plan import DEFAULT_ROUND_TO, parse_target
 from .profile import profile
-from .report import analysis_dict, human, profile_dict, prune_dict, write_comparison_report
+from .report import (
+    REPORT_EXTRA,
+    analysis_dict,
+    human,
+    profile_dict,
+    prune_dict,
+    write_comparison_report,
+    write_evaluation_report,
+)
 from .verify import compare, make_feeds, ort_message, session, user_session
 
 __all__ = ["main", "build_parser"]
@@ -287,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--samples", type=int, default=100000, metavar="N", help="use at most N samples")
     pe.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run (default 32)")
     pe.add_argument("--json", action="store_true", help="print the results as JSON")
+    pe.add_argument("--report", metavar="DIR",
+                    help="write DIR/report.md and a self-contained DIR/report.html (side-by-side table, accuracy "
+                    f"plot; {REPORT_EXTRA} for the plot and the page)")
     _add_image_options(pe)
 
     pf = sub.add_parser(
@@ -1105,9 +1116,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     report_md = None
     if args.report:
         report_md, plotted = write_comparison_report(cmp, args.report)
-        if not plotted:
-            console.print("[yellow]matplotlib is not installed: report written without plots[/yellow] "
-                          "(pip install 'onnxprune\\[report]')")
+        if not args.json:
+            _report_extras(console, plotted, report_md.with_suffix(".html").is_file())
     if args.json:
         data = cmp.as_dict()
         data["report"] = str(report_md) if report_md else None
@@ -1134,8 +1144,16 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     console.print("[dim]efficiency = speedup / MACs reduction; the range after a speedup is the IQR of "
                   "per-turn ratios[/dim]")
     if report_md:
-        console.print(f"report written to {report_md}")
+        html = report_md.with_suffix(".html")
+        console.print(f"report written to {report_md}" + (f" and {html}" if html.is_file() else ""))
     return 0
+
+
+def _report_extras(console: Console, plotted: bool, html: bool) -> None:
+    missing = [what for what, ok in (("plots (matplotlib)", plotted), ("the HTML page (markdown)", html)) if not ok]
+    if missing:
+        console.print(f"[yellow]report written without {' and '.join(missing)}[/yellow]: "
+                      f"{REPORT_EXTRA.replace('[', chr(92) + '[')}")
 
 
 def _node_table(console: Console, title: str, before: dict[str, int], after: dict[str, int]) -> None:
@@ -1305,6 +1323,7 @@ def cmd_passes(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    _check_report_dir(args.report)
     for path in (args.original, *args.pruned):
         if not Path(path).is_file():
             raise UsageError(f"model '{path}' does not exist")
@@ -1322,6 +1341,11 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         bar = _ProgressBar(console, f"evaluating {Path(path).name}", enabled=not args.json)
         with bar:
             results.append(evaluate(proto, path, data, labels, progress=bar))
+    if args.report:
+        md, html, plotted = write_evaluation_report(args.original, list(zip(args.pruned, results)), args.report)
+        if not args.json:
+            _report_extras(console, plotted, html is not None)
+            console.print(f"report written to {md}" + (f" and {html}" if html else ""))
     if args.json:
         dicts = [{"model": p, **r.to_dict()} for p, r in zip(args.pruned, results)]
         print(json.dumps(dicts[0] if len(dicts) == 1 else {"original": args.original, "models": dicts}, indent=2))

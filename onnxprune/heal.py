@@ -153,10 +153,47 @@ def _produced(proto: onnx.ModelProto) -> dict[str, str]:
     return {o: n.op_type for n in proto.graph.node for o in n.output if o and n.op_type != "Constant"}
 
 
+@dataclass(frozen=True)
+class Feature:
+    """An intermediate tensor matched between the graphs: ``teacher[..., channels, ...]`` along
+    ``axis`` is what the student computes (``channels`` None: the whole tensor, equal shapes)."""
+
+    name: str
+    axis: int | None = None
+    channels: tuple[int, ...] | None = None
+
+    def target(self, t: np.ndarray) -> np.ndarray:
+        return t if self.channels is None else np.take(t, self.channels, axis=self.axis)
+
+
+def _channel_match(s: np.ndarray, t: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """Which teacher channels a pruned tensor kept, read off the data: shapes differ on one axis,
+    and each student channel correlates (> 0.8) with one teacher channel, in increasing order
+    (pruning keeps the order of what it keeps)."""
+    if s.ndim != t.ndim or s.ndim < 2:
+        return None
+    diff = [d for d in range(s.ndim) if s.shape[d] != t.shape[d]]
+    if len(diff) != 1 or diff[0] == 0 or s.shape[diff[0]] >= t.shape[diff[0]]:
+        return None
+    ax = diff[0]
+    sm = np.moveaxis(s, ax, 0).reshape(s.shape[ax], -1).astype(np.float64)
+    tm = np.moveaxis(t, ax, 0).reshape(t.shape[ax], -1).astype(np.float64)
+    sm -= sm.mean(1, keepdims=True)
+    tm -= tm.mean(1, keepdims=True)
+    sm /= np.linalg.norm(sm, axis=1, keepdims=True) + 1e-12
+    tm /= np.linalg.norm(tm, axis=1, keepdims=True) + 1e-12
+    corr = sm @ tm.T
+    idx = corr.argmax(1)
+    if np.any(np.diff(idx) <= 0) or corr[np.arange(len(idx)), idx].min() < 0.8:
+        return None
+    return ax, tuple(int(i) for i in idx)
+
+
 def _shared_features(teacher: onnx.ModelProto, student: onnx.ModelProto, g: TorchGraph,
-                     feed: dict[str, np.ndarray], limit: int) -> list[str]:
-    """Up to ``limit`` intermediate tensors both graphs compute with the same op and equal shape,
-    spread evenly through the student's node order."""
+                     feed: dict[str, np.ndarray], limit: int) -> list[Feature]:
+    """Up to ``limit`` intermediate tensors both graphs compute with the same op, spread evenly
+    through the student's node order: equal shapes as they are, pruned ones through the teacher
+    channels they kept (found by correlation on ``feed``)."""
     if limit <= 0:
         return []
     torch = g.torch
@@ -174,11 +211,19 @@ def _shared_features(teacher: onnx.ModelProto, student: onnx.ModelProto, g: Torc
         return []
     sess = _session(teacher, names)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
-    same = [n for n in names if n in got and tuple(got[n].shape) == tuple(mine[n].shape)]
-    if len(same) <= limit:
-        return same
-    pick = np.linspace(0, len(same) - 1, limit).round().astype(int)
-    return [same[i] for i in sorted(set(pick.tolist()))]
+    found: list[Feature] = []
+    for n in names:
+        if n not in got:
+            continue
+        s_val = mine[n].numpy()
+        if tuple(got[n].shape) == s_val.shape:
+            found.append(Feature(n))
+        elif (m := _channel_match(s_val, got[n])) is not None:
+            found.append(Feature(n, m[0], m[1]))
+    if len(found) <= limit:
+        return found
+    pick = np.linspace(0, len(found) - 1, limit).round().astype(int)
+    return [found[i] for i in sorted(set(pick.tolist()))]
 
 
 # --------------------------------------------------------------------------------------- loss
@@ -290,7 +335,7 @@ def heal(
         raise UsageError(f"the torch interpreter does not reproduce this graph (relative difference {dev:.2g} "
                          "to onnxruntime on its outputs); healing would train a different function")
     feats = _shared_features(teacher, student, g, hold_batches[0], features)
-    teacher_sess = _session(teacher, feats, threads)
+    teacher_sess = _session(teacher, [f.name for f in feats], threads)
     t_names = [o.name for o in teacher_sess.get_outputs()]
 
     def teach(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -369,7 +414,7 @@ def heal(
         healed = student
         cos_after = cos_before
     result = HealResult(
-        tensors_trained=len(g.keys), values_trained=int(sum(p.numel() for p in g.parameters())), features=feats,
+        tensors_trained=len(g.keys), values_trained=int(sum(p.numel() for p in g.parameters())), features=[f.name for f in feats],
         train_samples=int(len(train_idx)) * (1 if samples.per_sample else step_size),
         heldout_samples=int(n_hold) * (1 if samples.per_sample else step_size), steps=steps,
         epochs=round(epoch, 2), seconds=round(time.perf_counter() - start, 1), stopped=stopped,
@@ -393,11 +438,12 @@ def _same_interface(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
 
 
 def _loss(torch: Any, g: TorchGraph, feed: dict[str, np.ndarray], t: dict[str, np.ndarray],
-          outputs: list[str], feats: list[str]) -> Any:
-    got = g.run({k: torch.from_numpy(np.asarray(v)) for k, v in feed.items()}, outputs + feats)
+          outputs: list[str], feats: list[Feature]) -> Any:
+    got = g.run({k: torch.from_numpy(np.asarray(v)) for k, v in feed.items()}, outputs + [f.name for f in feats])
     loss = sum(_nmse(torch, got[k], torch.from_numpy(np.asarray(t[k], np.float32))) for k in outputs) / len(outputs)
     if feats:
-        loss = loss + sum(_nmse(torch, got[k], torch.from_numpy(np.asarray(t[k], np.float32))) for k in feats) / len(feats)
+        loss = loss + sum(_nmse(torch, got[f.name], torch.from_numpy(np.asarray(f.target(t[f.name]), np.float32)))
+                          for f in feats) / len(feats)
     return loss
 
 

@@ -24,7 +24,27 @@ __all__ = [
     "comparison_markdown",
     "write_comparison_report",
     "replace_section",
+    "write_html",
+    "evaluation_markdown",
 ]
+
+#: what to install for plots and the HTML page, said in one line where they are missing
+REPORT_EXTRA = "pip install 'onnxprune[report]'"
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #1f2933; line-height: 1.45; }
+h1 { border-bottom: 2px solid #2b8a3e; padding-bottom: .2em; }
+h2 { margin-top: 1.6em; color: #243b53; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #d9e2ec; padding: .35em .7em; }
+th { background: #f0f4f8; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+td:first-child { text-align: left; }
+tr:nth-child(even) td { background: #fafbfc; }
+img { max-width: 100%; border: 1px solid #d9e2ec; }
+code { background: #f0f4f8; padding: 0 .25em; border-radius: 3px; }
+"""
 
 
 def _space(key: SpaceKey) -> str:
@@ -170,6 +190,98 @@ def comparison_markdown(cmp: Comparison, images: dict[str, str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
+def write_html(md_path: str | os.PathLike[str], title: str) -> Path | None:
+    """Writes ``<name>.html`` beside a Markdown report: one self-contained page (the PNGs it links
+    are embedded), or ``None`` when the ``markdown`` package is not installed."""
+    import base64
+    import html
+
+    try:
+        import markdown
+    except ImportError:
+        return None
+    md = Path(md_path)
+    body = markdown.markdown(md.read_text(), extensions=["tables"])
+
+    def embed(m: re.Match[str]) -> str:
+        img = md.parent / m.group(1)
+        if not img.is_file():
+            return m.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(img.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"/:]+\.png)"', embed, body)
+    page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return save_text(md.with_suffix(".html"), page)
+
+
+def evaluation_markdown(original: str, results: list[tuple[str, Any]], images: dict[str, str] | None = None) -> str:
+    """The side-by-side accuracy page of ``eval --report``: each model against the original."""
+    first = results[0][1]
+    lines = ["# onnxprune evaluation", "", f"- original: `{original}`", f"- samples: {first.samples}", "",
+             "| model | mean cosine | worst relative L2 | top-1 agreement | accuracy | change (points) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    if first.accuracy_original is not None:
+        lines.append(f"| `{original}` (original) | 1.000000 | 0 | 100.0% | {100 * first.accuracy_original:.2f}% | — |")
+    for path, r in results:
+        tops = [o.top1_agreement for o in r.outputs if o.top1_agreement is not None]
+        acc = (f"{100 * r.accuracy_pruned:.2f}% | {100 * (r.accuracy_pruned - r.accuracy_original):+.2f}"
+               if r.accuracy_pruned is not None else "- | -")
+        lines.append(f"| `{path}` | {np.mean([o.cosine for o in r.outputs]):.6f} | "
+                     f"{max(o.rel_l2 for o in r.outputs):.4g} | {f'{100 * min(tops):.1f}%' if tops else '-'} | {acc} |")
+    for path, r in results:
+        lines += ["", f"## `{path}` per output", "", "| output | cosine | relative L2 | max abs diff | top-1 agreement |",
+                  "|---|---:|---:|---:|---:|"]
+        for o in r.outputs:
+            top = "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%"
+            lines.append(f"| {o.name} | {o.cosine:.6f} | {o.rel_l2:.4g} | {o.max_abs:.4g} | {top} |")
+    for title, name in (images or {}).items():
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation_report(original: str, results: list[tuple[str, Any]], out_dir: str | os.PathLike[str]
+                            ) -> tuple[Path, Path | None, bool]:
+    """``report.md`` (+ an agreement plot when matplotlib is installed) and ``report.html``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    images: dict[str, str] = {}
+    if plt is not None:
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(results) + 2), 3.6))
+        labels = [Path(p).name for p, _ in results]
+        if results[0][1].accuracy_original is not None:
+            vals = [100 * r.accuracy_pruned for _, r in results]
+            ax.axhline(100 * results[0][1].accuracy_original, color="#9aa5b1", linestyle="--", label="original")
+            ax.set_ylabel("test accuracy (%)")
+        else:
+            vals = [float(np.mean([o.cosine for o in r.outputs])) for _, r in results]
+            ax.axhline(1.0, color="#9aa5b1", linestyle="--", label="original")
+            ax.set_ylabel("cosine to the original")
+        ax.bar(labels, vals, color="#2b8a3e")
+        lo = min(vals + [ax.get_ylim()[1]])
+        ax.set_ylim(lo - 0.1 * (ax.get_ylim()[1] - lo + 1e-9), ax.get_ylim()[1])
+        ax.set_title("Accuracy against the original")
+        ax.legend()
+        fig.tight_layout()
+        save_figure(fig, out / "accuracy.png")
+        plt.close(fig)
+        images["Accuracy against the original"] = "accuracy.png"
+    md = save_text(out / "report.md", evaluation_markdown(original, results, images))
+    return md, write_html(md, "onnxprune evaluation"), plt is not None
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def _layer_macs(cmp: Comparison) -> tuple[list[str], list[int], list[int]]:
     after = {n.name: n.macs for n in cmp.pruned.profile.nodes}
     names, before_m, after_m = [], [], []
@@ -182,20 +294,15 @@ def _layer_macs(cmp: Comparison) -> tuple[list[str], list[int], list[int]]:
 
 
 def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) -> tuple[Path, bool]:
-    """Writes ``report.md`` (and PNG plots when matplotlib is installed) into ``out_dir``.
+    """Writes ``report.md`` (and PNG plots when matplotlib is installed) into ``out_dir``, and the
+    same as one self-contained ``report.html`` when the ``markdown`` package is installed.
 
     Returns the Markdown path and whether plots were drawn. Files are written atomically.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        plt = None
+    plt = _pyplot()
     if plt is not None:
         names, b, a = _layer_macs(cmp)
         if names:
@@ -229,6 +336,7 @@ def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) ->
             images["Latency against MACs"] = "latency_vs_macs.png"
     md = out / "report.md"
     save_text(md, comparison_markdown(cmp, images))
+    write_html(md, "onnxprune comparison")
     return md, plt is not None
 
 

@@ -239,3 +239,27 @@ def test_single_ops_match_onnxruntime(case):
         mine = got[k].detach().numpy()
         assert mine.shape == v.shape, (case, k)
         np.testing.assert_allclose(mine.astype(np.float64), v.astype(np.float64), rtol=1e-4, atol=1e-5, err_msg=case)
+
+
+def test_pruned_tensors_are_matched_to_the_teacher_channels_they_kept(tmp_path):
+    from onnxprune.heal import _shared_features
+
+    src, pruned, calib = _pruned_pair(tmp_path)
+    teacher, student = onnx.load(src), onnx.load(pruned)
+    feed = {k: v[:8] for k, v in np.load(calib).items()}
+    feats = _shared_features(teacher, student, TorchGraph(student), feed, limit=100)
+    narrowed = [f for f in feats if f.channels is not None]
+    assert narrowed
+    # the first convolution reads the unchanged input: its kept channels are the teacher's exactly
+    first = next(n.output[0] for n in student.graph.node if n.op_type == "Conv")
+    f = next(f for f in narrowed if f.name == first)
+    s = _ort(_with(student, first), feed)[first]
+    t = _ort(_with(teacher, first), feed)[first]
+    np.testing.assert_allclose(s, f.target(t), rtol=1e-4, atol=1e-5)
+    assert list(f.channels) == sorted(set(f.channels)) and len(f.channels) < t.shape[1]
+
+
+def _with(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    from onnxprune.heal import _with_outputs
+
+    return _with_outputs(proto, [name])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,12 @@ def test_compare_models_consistent_with_profiles(pair, tmp_path: Path):
         for png in ("layer_macs.png", "latency_vs_macs.png"):
             assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f"]({png})" in text
+    pytest.importorskip("markdown")
+    page = (tmp_path / "report" / "report.html").read_text()
+    # one self-contained page: the tables as HTML, the plots embedded, nothing fetched from elsewhere
+    assert "<table>" in page and "<th>pruned/original</th>" in page
+    assert page.count("data:image/png;base64,") == (2 if plotted else 0)
+    assert not re.search(r'(src|href)="(?!data:)', page)
 
 
 def test_compare_identical_models_agree_exactly(pair):

@@ -217,8 +217,12 @@ def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
     both = json.loads(capsys.readouterr().out)
     assert rc == 0 and [m["model"] for m in both["models"]] == [str(out), src]
     assert both["models"][0]["outputs"] == ev_first["outputs"] and both["models"][1]["outputs"][0]["rel_l2"] == 0.0
-    rc = main(["eval", src, str(out), src, "--data", str(TRAINED / "digits_test.npz")])
+    rc = main(["eval", src, str(out), src, "--data", str(TRAINED / "digits_test.npz"), "--report", str(tmp_path / "rep")])
     text = capsys.readouterr().out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"{100 * ev_first['accuracy_pruned']:.2f}%" in md and md.count("per output") == 2
+    if (tmp_path / "rep" / "report.html").exists():
+        assert "<table>" in (tmp_path / "rep" / "report.html").read_text()
     assert rc == 0 and "side" not in text and "(original)" in text and f"{100 * ev_first['accuracy_pruned']:.1f}%" in text
 
 
