@@ -669,7 +669,8 @@ def feature_rows(x: np.ndarray, c: Consumer, node: gs.Node, w_shape: tuple[int, 
     return rows
 
 
-def _tapped_session(proto: onnx.ModelProto, names: list[str]):
+def tapped_session(proto: onnx.ModelProto, names: list[str], threads: int = 0, spin: bool = True):
+    """An optimized session over ``proto`` that also returns the intermediate tensors ``names``."""
     from .verify import session
 
     tapped = onnx.ModelProto()
@@ -690,7 +691,7 @@ def _tapped_session(proto: onnx.ModelProto, names: list[str]):
     for o in tapped.graph.output:
         if not o.HasField("type"):
             o.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    return session(tapped, optimize=True)
+    return session(tapped, optimize=True, threads=threads, spin=spin)
 
 
 def collect_stats(
@@ -744,7 +745,7 @@ def collect_stats(
         if not taps:
             continue
         run_names = [t for t in taps if t not in graph_inputs]
-        sess = _tapped_session(proto, run_names) if run_names else None
+        sess = tapped_session(proto, run_names) if run_names else None
         rng = np.random.default_rng(seed)
         for feeds in calib.batches:
             values: dict[str, np.ndarray] = {t: feeds[t] for t in taps if t in graph_inputs}
@@ -841,8 +842,8 @@ def collect_cross_stats(
     total, done = len(calib.batches) * len(chunks), 0
     for chunk in chunks:
         taps = sorted({c.x for c, _, _ in chunk} - inputs)
-        s_o = _tapped_session(original, taps) if taps else None
-        s_p = _tapped_session(pruned, taps) if taps else None
+        s_o = tapped_session(original, taps) if taps else None
+        s_p = tapped_session(pruned, taps) if taps else None
         for b, feeds in enumerate(calib.batches):
             vo = {t: feeds[t] for t in inputs if t in feeds}
             vp = dict(vo)

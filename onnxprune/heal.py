@@ -23,7 +23,6 @@ they are.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .calibration import Calibration, ImageSpec, load_calibration
+from .calibration import Calibration, ImageSpec, load_calibration, tapped_session
 from .errors import UsageError
 from .feeds import plan_feeds
 from .io import load_proto, save_proto
@@ -129,24 +128,8 @@ def _augment(feed: dict[str, np.ndarray], data: set[str], axes: dict[str, int], 
 
 # ------------------------------------------------------------------------------------ teacher
 def _session(proto: onnx.ModelProto, extra: list[str], threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    m = copy.copy(proto) if not extra else _with_outputs(proto, extra)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-    return m
+    # no spinning: onnxruntime's idle workers would take the cores from torch between steps
+    return tapped_session(proto, extra, threads or 0, spin=False)
 
 
 def _produced(proto: onnx.ModelProto) -> dict[str, str]:
