@@ -355,8 +355,13 @@ def heal(
             t = teach(feed)
             opt.zero_grad(set_to_none=True)
             loss = _loss(torch, g, feed, t, float_out, feats)
-            loss.backward()
-            opt.step()
+            if torch.isfinite(loss):
+                loss.backward()
+                opt.step()
+            else:  # a step too far: back to the best weights, smaller steps
+                g.load_state(best_state)
+                opt = torch.optim.Adam(g.parameters(), lr=opt.param_groups[0]["lr"] * 0.5)
+                halvings += 1
             steps += 1
             epoch = steps / per_epoch
             if steps % eval_every == 0 or time.perf_counter() - last_eval > 60:
