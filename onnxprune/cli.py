@@ -978,7 +978,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
                       f"{m[0]:.2f} ms", *([""] * (n - 1)), f"{m[1]:.2f} ms ({m[1] / m[0]:.2f}x)")
         console.print(table)
         if not heal_available and not args.no_heal:
-            console.print("[dim]pip install 'onnxprune[heal]' adds a healing column (distillation towards the "
+            console.print("[dim]pip install 'onnxprune\\[heal]' adds a healing column (distillation towards the "
                           "original on the same unlabeled data).[/dim]")
         if args.output:
             console.print(f"pruned model written to {out}")

@@ -378,3 +378,15 @@ def test_a_model_folder_is_pruned_into_a_copy(tmp_path: Path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "exported-pruned"]
     assert main(["prune", str(src), "-o", str(out)]) == 2  # never into a folder that holds files
     assert "exists" in capsys.readouterr().err
+
+
+def test_demo_without_torch_says_how_to_get_healing(tmp_path: Path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    from importlib import util
+
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert main(["demo", "--repeat", "3", "--batch", "16"]) == 0
+    assert "pip install 'onnxprune[heal]'" in capsys.readouterr().out.replace("\n", " ")
