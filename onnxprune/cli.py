@@ -758,8 +758,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
                 _HealBar(console, enabled=not args.json) as hbar:
             student = os.path.join(tmp, "pruned.onnx")
             res.save(student, protect=(args.model,))
-            healed = _heal(args.model, student, out, args, args.heal_minutes, None, 3e-4, 16, 1024, 0.15, 8,
-                           True, 0, hbar)
+            healed = _heal(args.model, student, out, args, hbar, minutes=args.heal_minutes)
     elapsed = time.perf_counter() - t0
     data = prune_dict(res)
     data.update(output=out, size_before=file_size(args.model), size_after=file_size(out), seconds=elapsed)
@@ -852,15 +851,14 @@ class _HealBar:
             self.bar.update(self.task, completed=fraction, state=state)
 
 
-def _heal(original: str, pruned: str, out: str, args: argparse.Namespace, minutes: float, epochs: int | None,
-          lr: float, batch_size: int, samples: int, holdout: float, features: int, augment: bool, threads: int,
-          bar: _HealBar, calib: str | None = None) -> Any:
+def _heal(original: str, pruned: str, out: str, args: argparse.Namespace, bar: _HealBar,
+          calib: str | None = None, **options: Any) -> Any:
+    """:func:`onnxprune.heal.heal` with the command's seed and image options; ``options`` override
+    heal's own defaults (only the ``heal`` verb exposes them all)."""
     from .heal import heal
 
-    _, result = heal(original, pruned, calib or args.calib, out, minutes=minutes, epochs=epochs, lr=lr,
-                     batch_size=batch_size, n_samples=samples, holdout=holdout, features=features,
-                     augment="auto" if augment else "none", seed=getattr(args, "seed", 0) or 0,
-                     image_spec=_image_spec(args), threads=threads or None, progress=bar)
+    _, result = heal(original, pruned, calib or args.calib, out, seed=getattr(args, "seed", 0) or 0,
+                     image_spec=_image_spec(args), progress=bar, **options)
     return result
 
 
@@ -888,9 +886,10 @@ def cmd_heal(args: argparse.Namespace, console: Console) -> int:
 
     require_torch()  # one line saying what to install, before any work
     with _HealBar(console, enabled=not args.json) as bar:
-        r = _heal(args.original, args.pruned, out, args, args.budget_minutes, args.epochs, args.lr,
-                  args.batch_size, args.calib_samples, args.holdout, args.features, not args.no_augment,
-                  args.threads, bar)
+        r = _heal(args.original, args.pruned, out, args, bar, minutes=args.budget_minutes, epochs=args.epochs,
+                  lr=args.lr, batch_size=args.batch_size, n_samples=args.calib_samples, holdout=args.holdout,
+                  features=args.features, augment="none" if args.no_augment else "auto",
+                  threads=args.threads or None)
     if args.json:
         print(json.dumps({"output": out, **r.to_dict()}, indent=2))
         return 0
@@ -935,8 +934,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         final, stages = repaired, [("pruned + repaired", repaired)]
         if heal_available:
             with _HealBar(console, enabled=True) as hbar:
-                _heal(model, repaired, out, args, args.heal_minutes, None, 3e-4, 16, 1024, 0.15, 8, True, 0, hbar,
-                      calib=calib)
+                _heal(model, repaired, out, args, hbar, calib=calib, minutes=args.heal_minutes)
             final = out
             stages.append(("+ healed", out))
         elif args.output:

@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from harness import docstring_sentences  # noqa: E402
+
 from onnxprune import api  # noqa: E402
 from onnxprune.calibration import load_calibration  # noqa: E402
 from onnxprune.evaluate import evaluate  # noqa: E402
@@ -104,27 +106,10 @@ def _proto(path: str):
 
 # ------------------------------------------------------------------------------- MiniLM
 def _sentences_stdlib(limit: int) -> list[str]:
-    import importlib
-
-    out: list[str] = []
-    for mod in ("json", "os", "pathlib", "argparse", "logging", "subprocess", "collections", "functools",
-                "itertools", "re", "shutil", "tempfile", "typing", "dataclasses", "asyncio", "unittest",
-                "email", "http.client", "urllib.request", "zipfile", "tarfile", "csv", "sqlite3", "decimal"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        objs = [m] + [getattr(m, n) for n in dir(m) if not n.startswith("_")]
-        for o in objs:
-            doc = getattr(o, "__doc__", None)
-            if not isinstance(doc, str):
-                continue
-            for s in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                if 30 <= len(s) <= 200 and s not in out:
-                    out.append(s)
-        if len(out) >= limit:
-            break
-    return out[:limit]
+    return docstring_sentences(("json", "os", "pathlib", "argparse", "logging", "subprocess", "collections",
+                                "functools", "itertools", "re", "shutil", "tempfile", "typing", "dataclasses",
+                                "asyncio", "unittest", "email", "http.client", "urllib.request", "zipfile",
+                                "tarfile", "csv", "sqlite3", "decimal"), limit)
 
 
 def _sentences_card(pkg_dir: Path) -> list[str]:

@@ -38,8 +38,6 @@ the corpus cache of ``tools/realworld.py``)::
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
 import sys
 import tempfile
 import time
@@ -56,7 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import realworld  # noqa: E402
-from harness import describe_machine, machine_info, write_section  # noqa: E402
+from harness import describe_machine, docstring_sentences, machine_info, write_section  # noqa: E402
 
 from onnxprune import api  # noqa: E402
 from onnxprune.heal import heal  # noqa: E402
@@ -118,25 +116,6 @@ _MODULES_A = ("json", "os", "pathlib", "argparse", "logging", "subprocess", "col
               "itertools", "shutil", "typing", "dataclasses", "asyncio", "unittest", "email", "zipfile")
 _MODULES_B = ("http.client", "urllib.request", "tarfile", "csv", "sqlite3", "decimal", "socket", "threading",
               "inspect", "datetime", "string", "textwrap", "heapq", "random", "statistics", "fractions")
-
-
-def _sentences(modules: tuple[str, ...], limit: int) -> list[str]:
-    out: list[str] = []
-    seen: set[str] = set()
-    for mod in modules:
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        for o in [m] + [getattr(m, n) for n in dir(m) if not n.startswith("_")]:
-            doc = getattr(o, "__doc__", None)
-            if not isinstance(doc, str):
-                continue
-            for s in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                if 30 <= len(s) <= 200 and s not in seen:
-                    seen.add(s)
-                    out.append(s)
-    return out[:limit]
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -216,7 +195,7 @@ def task_minilm(seq: int = 48) -> Task:
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
                 "token_type_ids": np.zeros_like(ids)}
 
-    calib_s, test_s = _sentences(_MODULES_A, 1536), _sentences(_MODULES_B, 256)
+    calib_s, test_s = docstring_sentences(_MODULES_A, 1536), docstring_sentences(_MODULES_B, 256)
     test = encode(test_s)
     masks = [b["attention_mask"] for b in _batches(test)]
 
@@ -258,7 +237,7 @@ def _render(lines: list[str], seed: int, width: int = 320) -> np.ndarray:
 
 
 def _text_lines(modules: tuple[str, ...], n: int, seed: int) -> list[str]:
-    words = [w for s in _sentences(modules, 4000) for w in s.split() if w.isascii()]
+    words = [w for s in docstring_sentences(modules, 4000) for w in s.split() if w.isascii()]
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:

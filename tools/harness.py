@@ -113,3 +113,29 @@ def write_section(doc: Path, name: str, body: str, title: str = "# Benchmarks\n"
 
 def mb(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+def docstring_sentences(modules: tuple[str, ...], limit: int) -> list[str]:
+    """Up to ``limit`` distinct sentences (30-200 characters) from the docstrings of the standard
+    library's ``modules`` and their public members: real English that ships with Python."""
+    import importlib
+    import re
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for mod in modules:
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for o in [m] + [getattr(m, n) for n in dir(m) if not n.startswith("_")]:
+            doc = getattr(o, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            for sent in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                if 30 <= len(sent) <= 200 and sent not in seen:
+                    seen.add(sent)
+                    out.append(sent)
+        if len(out) >= limit:
+            break
+    return out[:limit]
