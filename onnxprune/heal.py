@@ -10,8 +10,9 @@ labels:
   exactly as the exporter and pruning wrote them;
 * the **teacher** is the original model in onnxruntime, run on the same (augmented) batch;
 * the **loss** is the normalized squared error of every float output plus that of intermediate
-  features at tensors both graphs compute with equal shapes (names survive pruning: residual
-  streams, the hidden states of a transformer whose width was kept, unpruned barriers);
+  features at tensors both graphs compute (names survive pruning): equal shapes as they are
+  (residual streams, hidden states whose width was kept), pruned ones through the teacher
+  channels they kept, read off the data by correlation;
 * a **held-out slice** of the calibration data (never trained on) decides when to stop and which
   weights to keep; if healing does not lower the held-out loss, the pruned weights stay as they
   were.
