@@ -34,7 +34,7 @@ from rich.table import Table
 
 from . import __version__
 from .api import analyze, prune
-from .bench import BenchResult, benchmark, interleaved_latency, resolve_eps, short_ep
+from .bench import BenchResult, batch_feeds, benchmark, interleaved_latency, resolve_eps, short_ep
 from .calibration import ImageSpec, load_calibration
 from .comparison import compare_models, file_size
 from .console import Terminated
@@ -49,6 +49,7 @@ from .profile import profile
 from .report import (
     REPORT_EXTRA,
     analysis_dict,
+    barrier_kinds,
     human,
     profile_dict,
     prune_dict,
@@ -297,7 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--json", action="store_true", help="print the results as JSON")
     pe.add_argument("--report", metavar="DIR",
                     help="write DIR/report.md and a self-contained DIR/report.html (side-by-side table, accuracy "
-                    f"plot; {REPORT_EXTRA} for the plot and the page)")
+                    f"plot, with --measure accuracy against latency and its Pareto front; {REPORT_EXTRA} for the "
+                    "plots and the page)")
+    pe.add_argument("--measure", action="store_true",
+                    help="also time the original and every model in turns (one process, the order rotating "
+                    "every turn) and show each one's latency relative to the original")
+    pe.add_argument("--ep", default="cpu", metavar="EP", help="with --measure: the execution provider timed (default cpu)")
+    pe.add_argument("--threads", type=int, default=2, metavar="N",
+                    help="with --measure: onnxruntime intra-op threads (default 2)")
+    pe.add_argument("--measure-batch", type=int, default=1, metavar="N",
+                    help="with --measure: batch size of the timed inputs where the batch is free (default 1)")
+    pe.add_argument("--repeat", type=int, default=30, metavar="N", help="with --measure: timed turns (default 30)")
     _add_image_options(pe)
 
     pf = sub.add_parser(
@@ -1113,7 +1124,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
                              _input_shapes(args), progress=step)
     report_md = None
     if args.report:
-        report_md, plotted = write_comparison_report(cmp, args.report)
+        report_md, plotted = write_comparison_report(cmp, args.report, _barriers(args.original, _input_shapes(args)))
         if not args.json:
             _report_extras(console, plotted, report_md.with_suffix(".html").is_file())
     if args.json:
@@ -1145,6 +1156,15 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         html = report_md.with_suffix(".html")
         console.print(f"report written to {report_md}" + (f" and {html}" if html.is_file() else ""))
     return 0
+
+
+def _barriers(model: str, input_shapes: dict[str, list[int]]) -> list[dict[str, Any]] | None:
+    """What keeps the original's channels frozen, for a report; ``None`` where it cannot be analysed."""
+    try:
+        return barrier_kinds(analyze(model, input_shapes or None))
+    except OnnxPruneError as e:
+        log.warning("report without the barrier table: %s", e)
+        return None
 
 
 def _report_extras(console: Console, plotted: bool, html: bool) -> None:
@@ -1320,6 +1340,20 @@ def cmd_passes(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _eval_latency(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """``eval --measure``: the original and every model timed in rotating turns in one process."""
+    provider = resolve_eps(args.ep)[0]
+    feeds = batch_feeds(args.original, args.measure_batch, seed=2)
+    bar = _ProgressBar(console, f"timing {len(args.pruned) + 1} models in turns", enabled=not args.json)
+    with bar:
+        res = interleaved_latency([args.original, *args.pruned], feeds, threads=args.threads, repeat=args.repeat,
+                                  progress=bar, provider=provider, min_turn_ms=5.0)
+    meds = res.medians_ms
+    return {"provider": provider, "batch": args.measure_batch, "threads": args.threads, "turns": args.repeat,
+            "original_ms": meds[0], "ms": dict(zip(args.pruned, meds[1:])),
+            "ratios": {p: float(np.median(res.pair_ratios(i + 1))) for i, p in enumerate(args.pruned)}}
+
+
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     _check_report_dir(args.report)
     for path in (args.original, *args.pruned):
@@ -1334,18 +1368,27 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     elif Path(args.data).is_file() and Path(args.data).suffix == ".npz":
         with np.load(args.data) as z:
             labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1) if "labels" in z.files else None
+    if args.measure and (args.repeat < 3 or args.threads < 0 or args.measure_batch < 1):
+        raise UsageError("--repeat must be >= 3, --threads >= 0 and --measure-batch >= 1")
     results = []
     for path in args.pruned:
         bar = _ProgressBar(console, f"evaluating {Path(path).name}", enabled=not args.json)
         with bar:
             results.append(evaluate(proto, path, data, labels, progress=bar))
+    latency = _eval_latency(args, console) if args.measure else None
     if args.report:
-        md, html, plotted = write_evaluation_report(args.original, list(zip(args.pruned, results)), args.report)
+        md, html, plotted = write_evaluation_report(args.original, list(zip(args.pruned, results)), args.report,
+                                                    latency)
         if not args.json:
             _report_extras(console, plotted, html is not None)
             console.print(f"report written to {md}" + (f" and {html}" if html else ""))
     if args.json:
         dicts = [{"model": p, **r.to_dict()} for p, r in zip(args.pruned, results)]
+        if latency:
+            for d in dicts:
+                d["latency"] = {"ms": latency["ms"][d["model"]], "ratio": latency["ratios"][d["model"]],
+                                "original_ms": latency["original_ms"], "provider": latency["provider"],
+                                "batch": latency["batch"]}
         print(json.dumps(dicts[0] if len(dicts) == 1 else {"original": args.original, "models": dicts}, indent=2))
         return 0
     for path, res in zip(args.pruned, results):
@@ -1375,6 +1418,11 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         res = results[0]
         console.print(f"accuracy: original {_pct(res.accuracy_original)}, pruned {_pct(res.accuracy_pruned)} "
                       f"({100 * (res.accuracy_pruned - res.accuracy_original):+.2f} points)")
+    if latency:
+        console.print(f"latency ({short_ep(latency['provider'])}, batch {latency['batch']}, {latency['turns']} turns "
+                      f"in rotating order): original {latency['original_ms']:.3f} ms; "
+                      + "; ".join(f"{Path(p).name} {latency['ms'][p]:.3f} ms ({latency['ratios'][p]:.3f}x)"
+                                  for p in args.pruned))
     return 0
 
 
@@ -1427,7 +1475,8 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
             bar.update(tasks[stage], completed=done, total=total or None, description=desc)
 
         res = search(args.model, opts, progress=step)
-    written = save_result(res, args.output, args.report, protect=(args.model,))
+    written = save_result(res, args.output, args.report, protect=(args.model,),
+                          barriers=_barriers(args.model, _input_shapes(args)) if args.report else None)
     elapsed = time.perf_counter() - t0
     data = res.as_dict()
     data["written"] = written
@@ -1468,7 +1517,8 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]stopped at the time budget[/yellow]; the best candidate so far was written")
     console.print(f"sensitivity {'reused from cache' if res.sensitivity['from_cache'] else 'measured and cached'}; "
                   f"calibration: {res.calibration}; written {written['model']}"
-                  + (f", report {written['json']}" if written.get("json") else "")
+                  + (f", report {written.get('html') or written['report']} and {written['json']}"
+                     if written.get("json") else "")
                   + (" (no plot: pip install 'onnxprune\\[report]')" if args.report and not written.get("plot") else "")
                   + f" [dim]({elapsed:.1f}s)[/dim]")
     return 0 if res.met else 1

@@ -26,6 +26,10 @@ __all__ = [
     "replace_section",
     "write_html",
     "evaluation_markdown",
+    "write_evaluation_report",
+    "barrier_markdown",
+    "search_markdown",
+    "write_search_report",
 ]
 
 #: what to install for plots and the HTML page, said in one line where they are missing
@@ -145,8 +149,21 @@ def human(n: float, unit: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------- comparison reports
-def comparison_markdown(cmp: Comparison, images: dict[str, str] | None = None) -> str:
-    """A Markdown page: the before/after table, latency per provider, agreement, and plots."""
+def barrier_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``barrier_kinds`` table (what keeps channels frozen, largest MACs first) as Markdown lines."""
+    if not rows:
+        return ["", "## What stays frozen", "", "Every channel group of the original is prunable."]
+    lines = ["", "## What stays frozen (barriers of the original, largest MACs first)", "",
+             "| kind of barrier | groups | frozen MACs | share of Conv/Gemm/MatMul MACs |", "|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['kind'].replace('|', '/')} | {r['groups']} | {human(r['macs'])} | {r['macs_share']:.1%} |")
+    return lines + ["", "A layer touches two groups (its input and output channels), so shares of different kinds overlap."]
+
+
+def comparison_markdown(cmp: Comparison, images: dict[str, str] | None = None,
+                        barriers: list[dict[str, Any]] | None = None) -> str:
+    """A Markdown page: the before/after table, latency per provider, agreement, plots and,
+    given ``barriers`` (:func:`barrier_kinds` of the original), what stays frozen."""
     o, p = cmp.original, cmp.pruned
     lines = [
         "# onnxprune comparison",
@@ -185,9 +202,17 @@ def comparison_markdown(cmp: Comparison, images: dict[str, str] | None = None) -
         for out in cmp.outputs:
             top1 = f"{out.top1:.1%}" if out.top1 is not None else "-"
             lines.append(f"| {out.name} | {list(out.shape)} | {out.max_abs:.3g} | {out.cosine:.6f} | {out.rel_l2:.3g} | {top1} |")
-    for title, name in (images or {}).items():
-        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    lines += _images(images)
+    if barriers is not None:
+        lines += barrier_markdown(barriers)
     return "\n".join(lines) + "\n"
+
+
+def _images(images: dict[str, str] | None) -> list[str]:
+    out: list[str] = []
+    for title, name in (images or {}).items():
+        out += ["", f"## {title}", "", f"![{title}]({name})"]
+    return out
 
 
 def write_html(md_path: str | os.PathLike[str], title: str) -> Path | None:
@@ -215,34 +240,63 @@ def write_html(md_path: str | os.PathLike[str], title: str) -> Path | None:
     return save_text(md.with_suffix(".html"), page)
 
 
-def evaluation_markdown(original: str, results: list[tuple[str, Any]], images: dict[str, str] | None = None) -> str:
-    """The side-by-side accuracy page of ``eval --report``: each model against the original."""
+def evaluation_markdown(original: str, results: list[tuple[str, Any]], images: dict[str, str] | None = None,
+                        latency: dict[str, Any] | None = None) -> str:
+    """The side-by-side accuracy page of ``eval --report``: each model against the original;
+    with ``latency`` (:func:`eval_latency`) a latency column from interleaved runs."""
     first = results[0][1]
-    lines = ["# onnxprune evaluation", "", f"- original: `{original}`", f"- samples: {first.samples}", "",
-             "| model | mean cosine | worst relative L2 | top-1 agreement | accuracy | change (points) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    ratios = (latency or {}).get("ratios", {})
+    lat_col = " latency / original |" if ratios else ""
+    lines = ["# onnxprune evaluation", "", f"- original: `{original}`", f"- samples: {first.samples}"]
+    if latency:
+        lines.append(f"- latency: {short_ep(latency['provider'])}, batch {latency['batch']}, {latency['threads']} "
+                     f"threads, {latency['turns']} turns of every model in rotating order (one process); "
+                     f"original {latency['original_ms']:.3f} ms")
+    lines += ["", "| model | mean cosine | worst relative L2 | top-1 agreement | accuracy | change (points) |" + lat_col,
+              "|---|---:|---:|---:|---:|---:|" + ("---:|" if ratios else "")]
     if first.accuracy_original is not None:
-        lines.append(f"| `{original}` (original) | 1.000000 | 0 | 100.0% | {100 * first.accuracy_original:.2f}% | — |")
+        lines.append(f"| `{original}` (original) | 1.000000 | 0 | 100.0% | {100 * first.accuracy_original:.2f}% | — |"
+                     + (" 1.000 |" if ratios else ""))
     for path, r in results:
         tops = [o.top1_agreement for o in r.outputs if o.top1_agreement is not None]
         acc = (f"{100 * r.accuracy_pruned:.2f}% | {100 * (r.accuracy_pruned - r.accuracy_original):+.2f}"
                if r.accuracy_pruned is not None else "- | -")
         lines.append(f"| `{path}` | {np.mean([o.cosine for o in r.outputs]):.6f} | "
-                     f"{max(o.rel_l2 for o in r.outputs):.4g} | {f'{100 * min(tops):.1f}%' if tops else '-'} | {acc} |")
+                     f"{max(o.rel_l2 for o in r.outputs):.4g} | {f'{100 * min(tops):.1f}%' if tops else '-'} | {acc} |"
+                     + (f" {ratios[path]:.3f} |" if ratios else ""))
     for path, r in results:
         lines += ["", f"## `{path}` per output", "", "| output | cosine | relative L2 | max abs diff | top-1 agreement |",
                   "|---|---:|---:|---:|---:|"]
         for o in r.outputs:
             top = "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%"
             lines.append(f"| {o.name} | {o.cosine:.6f} | {o.rel_l2:.4g} | {o.max_abs:.4g} | {top} |")
-    for title, name in (images or {}).items():
-        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    lines += _images(images)
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation_report(original: str, results: list[tuple[str, Any]], out_dir: str | os.PathLike[str]
-                            ) -> tuple[Path, Path | None, bool]:
-    """``report.md`` (+ an agreement plot when matplotlib is installed) and ``report.html``."""
+def _quality(r: Any) -> tuple[float, str]:
+    """What an evaluation is ranked by: accuracy in % with labels, else mean output cosine."""
+    if r.accuracy_pruned is not None:
+        return 100 * r.accuracy_pruned, "test accuracy (%)"
+    return float(np.mean([o.cosine for o in r.outputs])), "cosine to the original"
+
+
+def pareto_points(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, quality) points no other beats on both (lower cost, higher quality), by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best = -float("inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def write_evaluation_report(original: str, results: list[tuple[str, Any]], out_dir: str | os.PathLike[str],
+                            latency: dict[str, Any] | None = None) -> tuple[Path, Path | None, bool]:
+    """``report.md`` (+ an accuracy plot, and with ``latency`` an accuracy-against-latency plot with
+    its Pareto front, when matplotlib is installed) and ``report.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
@@ -250,14 +304,10 @@ def write_evaluation_report(original: str, results: list[tuple[str, Any]], out_d
     if plt is not None:
         fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(results) + 2), 3.6))
         labels = [Path(p).name for p, _ in results]
-        if results[0][1].accuracy_original is not None:
-            vals = [100 * r.accuracy_pruned for _, r in results]
-            ax.axhline(100 * results[0][1].accuracy_original, color="#9aa5b1", linestyle="--", label="original")
-            ax.set_ylabel("test accuracy (%)")
-        else:
-            vals = [float(np.mean([o.cosine for o in r.outputs])) for _, r in results]
-            ax.axhline(1.0, color="#9aa5b1", linestyle="--", label="original")
-            ax.set_ylabel("cosine to the original")
+        vals = [_quality(r)[0] for _, r in results]
+        base = 100 * results[0][1].accuracy_original if results[0][1].accuracy_original is not None else 1.0
+        ax.axhline(base, color="#9aa5b1", linestyle="--", label="original")
+        ax.set_ylabel(_quality(results[0][1])[1])
         ax.bar(labels, vals, color="#2b8a3e")
         lo = min(vals + [ax.get_ylim()[1]])
         ax.set_ylim(lo - 0.1 * (ax.get_ylim()[1] - lo + 1e-9), ax.get_ylim()[1])
@@ -267,7 +317,25 @@ def write_evaluation_report(original: str, results: list[tuple[str, Any]], out_d
         save_figure(fig, out / "accuracy.png")
         plt.close(fig)
         images["Accuracy against the original"] = "accuracy.png"
-    md = save_text(out / "report.md", evaluation_markdown(original, results, images))
+        if latency and latency.get("ratios"):
+            pts = [(1.0, base)] + [(latency["ratios"][p], _quality(r)[0]) for p, r in results]
+            names = ["original"] + labels
+            front = pareto_points(pts)
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], color="#2b8a3e", zorder=3)
+            for (x, y), n in zip(pts, names):
+                ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+            ax.set_xlabel(f"latency / original ({short_ep(latency['provider'])}, batch {latency['batch']})")
+            ax.set_ylabel(_quality(results[0][1])[1])
+            ax.set_title("Accuracy against measured latency")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            save_figure(fig, out / "accuracy_vs_latency.png")
+            plt.close(fig)
+            images["Accuracy against measured latency"] = "accuracy_vs_latency.png"
+    md = save_text(out / "report.md", evaluation_markdown(original, results, images, latency))
     return md, write_html(md, "onnxprune evaluation"), plt is not None
 
 
@@ -293,9 +361,49 @@ def _layer_macs(cmp: Comparison) -> tuple[list[str], list[int], list[int]]:
     return names, before_m, after_m
 
 
-def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) -> tuple[Path, bool]:
+def _width(n: Any) -> int | None:
+    """Output channels of a Conv (axis 1) or Gemm/MatMul (last axis) from its output shape."""
+    if not n.shape or len(n.shape) < 2:
+        return None
+    w = n.shape[1] if n.op.startswith("Conv") else n.shape[-1]
+    return w if isinstance(w, int) else None
+
+
+def _layer_widths(cmp: Comparison) -> tuple[list[str], list[int], list[int]]:
+    after = {n.name: _width(n) for n in cmp.pruned.profile.nodes}
+    names, before_w, after_w = [], [], []
+    for n in cmp.original.profile.nodes:
+        w = _width(n) if n.macs and n.op in LINEAR_OPS else None
+        if w is not None and after.get(n.name) is not None:
+            names.append(n.name)
+            before_w.append(w)
+            after_w.append(after[n.name])  # type: ignore[arg-type]
+    return names, before_w, after_w
+
+
+def _before_after(plt: Any, path: Path, before: list[int], after: list[int], xlabel: str, ylabel: str,
+                  title: str, labels: list[str] | None = None) -> None:
+    """Bars per layer or group: the original's value in grey, the pruned model's over it in green."""
+    fig, ax = plt.subplots(figsize=(max(6.0, min(0.12 * len(before), 24.0)), 4.0))
+    x = np.arange(len(before))
+    if len(before) <= 40:  # whole-numbered ticks, named where names are given
+        ax.set_xticks(x, labels if labels else [str(i) for i in x])
+    ax.bar(x, before, label="original", color="#9aa5b1")
+    ax.bar(x, after, label="pruned", color="#2b8a3e")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str],
+                            barriers: list[dict[str, Any]] | None = None) -> tuple[Path, bool]:
     """Writes ``report.md`` (and PNG plots when matplotlib is installed) into ``out_dir``, and the
     same as one self-contained ``report.html`` when the ``markdown`` package is installed.
+    ``barriers`` (:func:`barrier_kinds` of the original) adds what stays frozen.
 
     Returns the Markdown path and whether plots were drawn. Files are written atomically.
     """
@@ -304,19 +412,15 @@ def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) ->
     images: dict[str, str] = {}
     plt = _pyplot()
     if plt is not None:
+        names, b, a = _layer_widths(cmp)
+        if names:
+            _before_after(plt, out / "layer_widths.png", b, a, "Conv/Gemm/MatMul layers in graph order",
+                          "output channels", "Output channels per layer, before and after")
+            images["Output channels per layer"] = "layer_widths.png"
         names, b, a = _layer_macs(cmp)
         if names:
-            fig, ax = plt.subplots(figsize=(max(6.0, min(0.12 * len(names), 24.0)), 4.0))
-            x = np.arange(len(names))
-            ax.bar(x, b, label="original", color="#9aa5b1")
-            ax.bar(x, a, label="pruned", color="#2b8a3e")
-            ax.set_xlabel("Conv/Gemm/MatMul layers in graph order")
-            ax.set_ylabel("MACs")
-            ax.set_title("MACs per layer, before and after")
-            ax.legend()
-            fig.tight_layout()
-            save_figure(fig, out / "layer_macs.png")
-            plt.close(fig)
+            _before_after(plt, out / "layer_macs.png", b, a, "Conv/Gemm/MatMul layers in graph order", "MACs",
+                          "MACs per layer, before and after")
             images["MACs per layer"] = "layer_macs.png"
         if cmp.latency:
             fig, ax = plt.subplots(figsize=(6.0, 4.0))
@@ -335,9 +439,66 @@ def write_comparison_report(cmp: Comparison, out_dir: str | os.PathLike[str]) ->
             plt.close(fig)
             images["Latency against MACs"] = "latency_vs_macs.png"
     md = out / "report.md"
-    save_text(md, comparison_markdown(cmp, images))
+    save_text(md, comparison_markdown(cmp, images, barriers))
     write_html(md, "onnxprune comparison")
     return md, plt is not None
+
+
+# ---------------------------------------------------------------------------- search reports
+def search_markdown(result: Any, images: dict[str, str] | None = None,
+                    barriers: list[dict[str, Any]] | None = None) -> str:
+    """The page of ``search --report``: targets against the chosen model, the Pareto fronts,
+    per-group widths, and what stays frozen."""
+    b = result.best
+    t = result.targets
+    lines = ["# onnxprune search", "", f"- calibration: {result.calibration}",
+             f"- {len(result.candidates)} candidates in {result.seconds:.1f} s; targets "
+             + ("met" if result.met else "**not met** (the closest candidate was written)")
+             + ("; stopped at the time budget" if result.stopped_early else ""), "",
+             "| | original | target | chosen | chosen/original |", "|---|---:|---:|---:|---:|"]
+    tgt_ms = t.get("latency_ms")
+    lines.append(f"| latency predicted | {result.baseline_ms:.3f} ms | {f'{tgt_ms:.3f} ms' if tgt_ms else '-'} "
+                 f"| {b.predicted_ms:.3f} ms | {b.predicted_ms / result.baseline_ms:.3f} |")
+    if b.measured_ratio is not None:
+        lines.append(f"| latency measured (in turns) | | | | {b.measured_ratio:.3f} |")
+    for label, base, key, val in (("MACs", result.baseline_macs, "macs", b.macs),
+                                  ("params", result.baseline_params, "params", b.params)):
+        lines.append(f"| {label} | {human(base)} | {human(t[key]) if t.get(key) else '-'} | {human(val)} "
+                     f"| {val / base:.3f} |" if base else f"| {label} | 0 | - | {val} | - |")
+    if b.fidelity is not None:
+        f = b.fidelity
+        extra = (f", top-1 same {f.top1:.1%}" if f.top1 is not None else "") + \
+            (f", accuracy {f.accuracy:.1%}" if f.accuracy is not None else "")
+        lines.append(f"| agreement on held-out calibration samples | | | cosine {f.cosine:.4f} | "
+                     f"rel L2 {f.rel_l2:.3g}{extra} |")
+    lines += _images(images)
+    lines += ["", "## Per-group ratios chosen", "", "| group | channels | kept | ratio | members |",
+              "|---:|---:|---:|---:|---|"]
+    for row in result.group_rows:
+        lines.append(f"| {row['group']} | {row['channels']} | {row['kept']} | {row['ratio']:.3f} | "
+                     + ", ".join(f"`{m}`" for m in row["members"]) + " |")
+    if barriers is not None:
+        lines += barrier_markdown(barriers)
+    return "\n".join(lines) + "\n"
+
+
+def write_search_report(result: Any, out_dir: str | os.PathLike[str], pareto_png: str | None = None,
+                        barriers: list[dict[str, Any]] | None = None) -> tuple[Path, Path | None, bool]:
+    """``report.md`` (with ``pareto_png`` and a per-group widths plot when matplotlib is installed)
+    and the same as a self-contained ``report.html``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images: dict[str, str] = {}
+    if pareto_png:
+        images["Fidelity against predicted latency and MACs (Pareto fronts)"] = pareto_png
+    plt = _pyplot()
+    if plt is not None and result.group_rows:
+        _before_after(plt, out / "group_widths.png", [r["channels"] for r in result.group_rows],
+                      [r["kept"] for r in result.group_rows], "searched channel groups (ids as in the table)",
+                      "channels", "Channels per group, before and after", [str(r["group"]) for r in result.group_rows])
+        images["Channels per group"] = "group_widths.png"
+    md = save_text(out / "report.md", search_markdown(result, images, barriers))
+    return md, write_html(md, "onnxprune search"), plt is not None
 
 
 def profile_dict(prof: Profile, groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:

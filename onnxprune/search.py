@@ -863,8 +863,12 @@ def search(source: str | os.PathLike[str] | onnx.ModelProto, options: SearchOpti
 
 # ---------------------------------------------------------------------------- outputs
 def save_result(result: SearchResult, output: str | os.PathLike[str], report_dir: str | os.PathLike[str] | None,
-                protect: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Writes the model atomically, and ``search.json`` (+ ``pareto.png``) into ``report_dir``."""
+                protect: tuple[str, ...] = (), barriers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Writes the model atomically, and into ``report_dir`` ``search.json``, ``pareto.png``,
+    ``report.md`` and a self-contained ``report.html`` (plots need matplotlib, the page markdown);
+    ``barriers`` (:func:`onnxprune.report.barrier_kinds` of the original) adds what stays frozen."""
+    from .report import write_search_report
+
     out: dict[str, Any] = {"model": str(save_proto(result.proto, output, protect=protect))}
     if report_dir is None:
         return out
@@ -874,6 +878,9 @@ def save_result(result: SearchResult, output: str | os.PathLike[str], report_dir
     save_text(d / "search.json", json.dumps(data, indent=2))
     out["json"] = str(d / "search.json")
     out["plot"] = str(d / "pareto.png") if plot_pareto(result, d / "pareto.png") else None
+    md, html, _ = write_search_report(result, d, "pareto.png" if out["plot"] else None, barriers)
+    out["report"] = str(md)
+    out["html"] = str(html) if html else None
     return out
 
 

@@ -192,19 +192,41 @@ def test_compare_models_consistent_with_profiles(pair, tmp_path: Path):
     assert len(cmp.outputs) == 1 and 0 < cmp.outputs[0].rel_l2
     d = cmp.as_dict()
     assert d["macs_ratio"] == pytest.approx(p1.macs / p0.macs)
-    md, plotted = write_comparison_report(cmp, tmp_path / "report")
+    barriers = [{"kind": "is a graph input; its shape must not change", "groups": 1, "macs": 1234, "macs_share": 0.5}]
+    md, plotted = write_comparison_report(cmp, tmp_path / "report", barriers)
     text = md.read_text()
     assert "| MACs |" in text and "efficiency" in text
+    assert "| is a graph input; its shape must not change | 1 | 1.23k | 50.0% |" in text
     if plotted:
-        for png in ("layer_macs.png", "latency_vs_macs.png"):
+        for png in ("layer_widths.png", "layer_macs.png", "latency_vs_macs.png"):
             assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f"]({png})" in text
     pytest.importorskip("markdown")
     page = (tmp_path / "report" / "report.html").read_text()
     # one self-contained page: the tables as HTML, the plots embedded, nothing fetched from elsewhere
     assert "<table>" in page and re.search(r"<th[^>]*>pruned/original</th>", page)
-    assert page.count("data:image/png;base64,") == (2 if plotted else 0)
+    assert page.count("data:image/png;base64,") == (3 if plotted else 0)
     assert not re.search(r'(src|href)="(?!data:)', page)
+
+
+def test_layer_widths_are_the_output_channels_before_and_after(pair):
+    from onnxprune.report import _layer_widths
+
+    cmp = compare_models(pair[0], pair[1], [], agreement_batch=2)
+    names, before, after = _layer_widths(cmp)
+    assert names and len(names) == len(before) == len(after)
+    convs = {n.name: n for n in cmp.original.profile.nodes if n.op == "Conv"}
+    first = next(n for n in names if n in convs)
+    assert before[names.index(first)] == convs[first].shape[1]
+    assert all(a <= b for a, b in zip(after, before)) and sum(after) < sum(before)
+
+
+def test_pareto_points_keep_only_undominated_models():
+    from onnxprune.report import pareto_points
+
+    # (latency ratio, accuracy): the second is beaten by the third (faster and better)
+    pts = [(1.0, 99.0), (0.8, 90.0), (0.7, 95.0), (0.5, 60.0), (0.6, 95.0)]
+    assert pareto_points(pts) == [3, 4, 0]
 
 
 def test_compare_identical_models_agree_exactly(pair):
@@ -222,6 +244,8 @@ def test_cli_compare_json_and_report(pair, tmp_path: Path, capsys):
     assert data["latency"][0]["ep"] == "cpu" and data["latency"][0]["runs"] == 4
     assert data["macs_ratio"] < 0.5
     assert Path(data["report"]).is_file()
+    # the report says what keeps the original's channels frozen (its analysis, largest MACs first)
+    assert "## What stays frozen" in Path(data["report"]).read_text()
     assert main(["compare", str(pair[0]), str(pair[1]), "--repeat", "3", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "speedup" in out and "efficiency" in out

@@ -224,6 +224,17 @@ def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
     if (tmp_path / "rep" / "report.html").exists():
         assert "<table>" in (tmp_path / "rep" / "report.html").read_text()
     assert rc == 0 and "side" not in text and "(original)" in text and f"{100 * ev_first['accuracy_pruned']:.1f}%" in text
+    # --measure: every model timed in turns with the original; the ratio of a model to itself is about 1
+    rc = main(["eval", src, str(out), src, "--data", str(TRAINED / "digits_test.npz"), "--measure", "--repeat", "5",
+               "--json", "--report", str(tmp_path / "rep2")])
+    timed = json.loads(capsys.readouterr().out)["models"]
+    assert rc == 0 and [set(m["latency"]) >= {"ms", "ratio", "original_ms"} for m in timed] == [True, True]
+    assert 0.3 < timed[1]["latency"]["ratio"] < 3 and timed[0]["latency"]["ms"] > 0
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "latency / original" in md and f"{timed[0]['latency']['ratio']:.3f} |" in md
+    if (tmp_path / "rep2" / "accuracy.png").exists():
+        assert "](accuracy_vs_latency.png)" in md
+    assert main(["eval", src, src, "--data", str(TRAINED / "digits_test.npz"), "--measure", "--repeat", "1"]) == 2
 
 
 @pytest.mark.parametrize(

@@ -197,6 +197,14 @@ def test_cli_end_to_end_with_report(resnet, tmp_path, capsys):
     saved = json.loads((rep / "search.json").read_text())
     assert saved["pareto_latency"] and saved["pareto_macs"] and saved["groups"]
     assert (rep / "pareto.png").stat().st_size > 0
+    md = (rep / "report.md").read_text()
+    assert "| MACs |" in md and "## Per-group ratios chosen" in md and "## What stays frozen" in md
+    for g in saved["groups"]:  # every searched group with its channels and what was kept
+        assert f"| {g['group']} | {g['channels']} | {g['kept']} | {g['ratio']:.3f} |" in md
+    assert data["written"]["report"] == str(rep / "report.md")
+    pytest.importorskip("markdown")
+    page = (rep / "report.html").read_text()
+    assert "<table>" in page and page.count("data:image/png;base64,") >= 1 and 'src="pareto.png"' not in page
 
 
 def test_budget_stops_and_returns_best_so_far(resnet, tmp_path):

@@ -2,8 +2,9 @@
 """Renders the HTML reports in a headless browser, to look at them as a user would.
 
 Makes a pruned copy of the trained digits CNN, writes ``compare --report`` and ``eval --report``
-for it into a temporary folder, opens each ``report.html`` in headless Chromium and saves a
-full-page screenshot to ``docs/figures/report-compare.png`` and ``docs/figures/report-eval.png``.
+(with ``--measure``: accuracy against latency) and ``search --report`` for it into a temporary
+folder, opens each ``report.html`` in headless Chromium and saves a full-page screenshot to
+``docs/figures/report-compare.png``, ``report-eval.png`` and ``report-search.png``.
 It fails when a page is missing, holds a link to anything outside itself, or renders blank.
 
 Usage (needs Debian's chromium: ``apt-get install chromium``; and ``pip install '.[report]'``)::
@@ -30,7 +31,7 @@ FIGURES = REPO / "docs" / "figures"
 TRAINED = REPO / "models" / "trained"
 
 
-def screenshot(page: Path, png: Path, width: int = 1200, height: int = 2000) -> None:
+def screenshot(page: Path, png: Path, width: int = 1200, height: int = 2600) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no chromium found: apt-get install chromium")
@@ -48,6 +49,8 @@ def check(page: Path) -> None:
         raise SystemExit(f"{page}: links outside the page: {outside}")
     if "<table>" not in text:
         raise SystemExit(f"{page}: no table")
+    if "data:image/png;base64," not in text:
+        raise SystemExit(f"{page}: no embedded plot")
 
 
 def not_blank(png: Path) -> None:
@@ -72,8 +75,10 @@ def main() -> int:
         assert cli(["compare", src, str(t / "small.onnx"), "--repeat", "10", "--batch", "64",
                     "--report", str(t / "compare")]) == 0
         assert cli(["eval", src, str(t / "magnitude.onnx"), str(t / "small.onnx"), "--data",
-                    str(TRAINED / "digits_test.npz"), "--report", str(t / "eval")]) == 0
-        for name in ("compare", "eval"):
+                    str(TRAINED / "digits_test.npz"), "--measure", "--report", str(t / "eval")]) == 0
+        assert cli(["search", src, "-o", str(t / "searched.onnx"), "--target-macs", "0.5x", "--calib",
+                    str(TRAINED / "digits_calib.npz"), "--budget-minutes", "1", "--report", str(t / "search")]) == 0
+        for name in ("compare", "eval", "search"):
             page = t / name / "report.html"
             check(page)
             png = FIGURES / f"report-{name}.png"
