@@ -473,16 +473,33 @@ def _image_spec(args: argparse.Namespace) -> ImageSpec:
                      std=_floats(args.std, (1.0,), "--std"), bgr=args.bgr)
 
 
+class _Count(MofNCompleteColumn):
+    """done/total, and nothing for a step without a count (instead of "0/?")."""
+
+    def render(self, task: Any) -> Any:
+        return "" if task.total is None else super().render(task)
+
+
 class _ProgressBar:
     """A rich progress bar driven by ``progress(done, total)`` callbacks (one task per stage)."""
 
     def __init__(self, console: Console, label: str, enabled: bool) -> None:
         self.enabled = enabled
         self.label = label
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), _Count(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) if enabled else None
         self.task: Any = None
         self.stage = 0
+        self.step: Any = None
+
+    def on_stage(self, text: str) -> None:
+        """One line naming the step under way, with its elapsed time (steps without a count)."""
+        if self.bar is None:
+            return
+        if self.step is None:
+            self.step = self.bar.add_task(text, total=None)
+        else:
+            self.bar.reset(self.step, description=text, total=None)
 
     def __enter__(self) -> _ProgressBar:
         if self.bar is not None:
@@ -736,8 +753,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("--repeat must be >= 3, --threads >= 0 and --measure-batch >= 1")
         provider = resolve_eps(args.ep)[0]
     t0 = time.perf_counter()
-    bar = _ProgressBar(console, "calibrating", enabled=bool(args.calib) and not args.json)
-    with bar, (console.status("pruning…", spinner="dots") if not args.json and not args.calib else _null()):
+    bar = _ProgressBar(console, "calibrating", enabled=not args.json)
+    with bar:
         res = prune(
             args.model,
             ratio=ratio,
@@ -760,8 +777,10 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             ridge=args.ridge,
             progress=bar,
             correction_passes=args.feedback_passes,
+            on_stage=bar.on_stage,
         )
         if not args.heal:
+            bar.on_stage(f"writing {out}")
             res.save(out, protect=(args.model,))
     healed = None
     if args.heal:  # the pruned model is the student; only the healed one is written to -o

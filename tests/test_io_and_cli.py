@@ -390,3 +390,17 @@ def test_demo_without_torch_says_how_to_get_healing(tmp_path: Path, capsys, monk
     monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     assert main(["demo", "--repeat", "3", "--batch", "16"]) == 0
     assert "pip install 'onnxprune[heal]'" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_prune_names_each_step_as_it_starts(tmp_path: Path):
+    """The CLI's progress line follows these: every long step is named before it runs, in order."""
+    from onnxprune import api
+
+    data = Path(__file__).resolve().parent.parent / "onnxprune" / "data"
+    seen: list[str] = []
+    api.prune(str(data / "digits_cnn.onnx"), target_macs="0.5x", criterion="wanda", reconstruct=True,
+              calibration=str(data / "digits_calib.npz"), on_stage=seen.append)
+    order = ["loading", "analysing channel dependencies", "reading calibration data", "running the calibration inputs",
+             "choosing channels for the target", "removing channels", "reconstructing the next layers",
+             "validating (checker, shape inference, onnxruntime)"]
+    assert [s for s in seen if s in order] == order

@@ -272,3 +272,35 @@ def test_error_feedback_pass_brings_the_vit_closer_than_one_shot():
         out = _outputs(res.proto, {"input": calib})[0]
         errs.append(np.linalg.norm(out - ref) / np.linalg.norm(ref))
     assert errs[1] < 0.95 * errs[0], errs
+
+
+def test_error_feedback_stages_follow_dependency_depth():
+    """Parallel layers reading one tensor share a stage; a layer waits for every refit layer upstream."""
+    from onnx import TensorProto, helper
+
+    from onnxprune.api import feedback_stages
+    from onnxprune.graph import load
+
+    rng = np.random.default_rng(0)
+
+    def conv(name, x, y, c_in, c_out):
+        w = helper.make_tensor(f"{name}.w", TensorProto.FLOAT, [c_out, c_in, 1, 1],
+                               rng.standard_normal(c_out * c_in).astype(np.float32).tolist())
+        return helper.make_node("Conv", [x, f"{name}.w"], [y], name=name), w
+
+    nodes, inits = [], []
+    for name, x, y in (("c1", "x", "a"), ("c2a", "r", "b1"), ("c2b", "r", "b2"), ("c3", "s", "y")):
+        n, w = conv(name, x, y, 4, 4)
+        nodes.append(n)
+        inits.append(w)
+    nodes.insert(1, helper.make_node("Relu", ["a"], ["r"], name="relu"))
+    nodes.insert(4, helper.make_node("Add", ["b1", "b2"], ["s"], name="add"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    model = load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    by_name = {n.name: n for n in model.graph.nodes}
+    layers = [(None, by_name[n], ()) for n in ("c3", "c2b", "c1", "c2a")]  # any order in
+    stages = feedback_stages(model, layers)
+    assert [sorted(item[1].name for item in s) for s in stages] == [["c1"], ["c2a", "c2b"], ["c3"]]
+    # without c1 refit, the two parallel convs come first
+    assert [sorted(i[1].name for i in s) for s in feedback_stages(model, layers[:2] + layers[3:])] == [["c2a", "c2b"], ["c3"]]
