@@ -213,7 +213,7 @@ def prune(
     calibration: str | os.PathLike[str] | Iterable[dict[str, np.ndarray]] | Calibration | None = None,
     reconstruct: bool = False,
     global_ranking: bool = False,
-    calib_samples: int = 256,
+    calib_samples: int | None = None,
     batch_size: int = 32,
     image_spec: ImageSpec | None = None,
     refit: bool = True,
@@ -255,7 +255,8 @@ def prune(
             (:mod:`onnxprune.reconstruct`); with ``refit=False`` only compensate biases.
         global_ranking: rank channels across layers (normalized scores) instead of removing
             ``ratio`` from every layer.
-        calib_samples: at most this many calibration samples.
+        calib_samples: at most this many calibration samples (default 1024 real ones, 256 random:
+            :data:`~onnxprune.calibration.DEFAULT_SAMPLES`).
         batch_size: calibration samples per onnxruntime run.
         image_spec: preprocessing for an image folder.
         refit: least-squares refit (else bias compensation only) when reconstructing.

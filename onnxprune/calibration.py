@@ -367,10 +367,18 @@ def _same_count(feed: dict[str, np.ndarray], stacked: dict[str, int], k: int) ->
     return feed
 
 
+#: calibration samples used by default: refits generalize with more (all-MiniLM-L6-v2 at 30 % of
+#: MACs removed: cosine on held-out sentences 0.878 from 256 samples, 0.919 from 1536; a
+#: MobileNetV2 re-id embedder 0.613 from 256 crops, 0.684 from 1024); random data says nothing
+#: more with more samples, so it keeps to RANDOM_SAMPLES
+DEFAULT_SAMPLES = 1024
+RANDOM_SAMPLES = 256
+
+
 def load_calibration(
     source: str | Path | Iterable[dict[str, np.ndarray]] | Calibration,
     model: onnx.ModelProto | Model,
-    n_samples: int = 256,
+    n_samples: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     image_spec: ImageSpec | None = None,
@@ -383,7 +391,8 @@ def load_calibration(
         source: a folder or ``.npy``/``.npz`` file, a folder of images, an iterable of feed dicts,
             or ``"random"`` (seeded standard-normal data; logs a warning).
         model: the model the data is for (its graph inputs decide names, ranks and dtypes).
-        n_samples: at most this many samples are used.
+        n_samples: at most this many samples are used (default :data:`DEFAULT_SAMPLES`, and
+            :data:`RANDOM_SAMPLES` for ``"random"``).
         batch_size: samples per onnxruntime run.
         seed: for ``"random"``.
         image_spec: preprocessing for image folders.
@@ -394,6 +403,8 @@ def load_calibration(
     """
     if isinstance(source, Calibration):
         return source
+    if n_samples is None:
+        n_samples = RANDOM_SAMPLES if isinstance(source, str) and source == "random" else DEFAULT_SAMPLES
     if n_samples < 1 or batch_size < 1:
         raise UsageError(f"calibration needs n_samples >= 1 and batch_size >= 1 (got {n_samples}, {batch_size})")
     proto = model.to_proto() if isinstance(model, Model) else model

@@ -211,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the batch axis per file; .npz keys are input names), one .npz/.npy file, a folder "
                     "of images (see --image-size), or 'random' (exercises the graph, says nothing "
                     "about accuracy)")
-    pc.add_argument("--calib-samples", type=int, default=256, metavar="N",
-                    help="use at most N calibration samples (default 256)")
+    pc.add_argument("--calib-samples", type=int, default=None, metavar="N",
+                    help="use at most N calibration samples (default 1024, 256 with --calib random): refits "
+                    "generalize with more (MiniLM at 30%% of MACs removed: held-out cosine 0.878 from 256 "
+                    "sentences, 0.919 from 1536)")
     pc.add_argument("--batch-size", type=int, default=32, metavar="N",
                     help="calibration samples per onnxruntime run (default 32)")
     pc.add_argument("--reconstruct", action="store_true",

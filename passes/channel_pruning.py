@@ -38,7 +38,7 @@ class ChannelPruning(InPlacePass):
         calibration: Any = None,
         reconstruct: bool = False,
         global_ranking: bool = False,
-        calib_samples: int = 256,
+        calib_samples: int | None = None,
     ) -> None:
         """
         Args:
@@ -56,7 +56,7 @@ class ChannelPruning(InPlacePass):
                 calibration data (bias compensation where a refit is impossible).
             global_ranking: rank channels across groups (normalized scores) instead of a
                 uniform ratio per layer.
-            calib_samples: calibration samples to use.
+            calib_samples: calibration samples to use (default 1024 real ones, 256 random).
         """
         self.ratio = ratio
         self.criterion = criterion
