@@ -160,6 +160,8 @@ def _channel_match(s: np.ndarray, t: np.ndarray) -> tuple[int, tuple[int, ...]] 
     if len(diff) != 1 or diff[0] == 0 or s.shape[diff[0]] >= t.shape[diff[0]]:
         return None
     ax = diff[0]
+    if not (np.isfinite(s).all() and np.isfinite(t).all()):
+        return None  # e.g. an additive attention mask of -inf: nothing to correlate
     sm = np.moveaxis(s, ax, 0).reshape(s.shape[ax], -1).astype(np.float64)
     tm = np.moveaxis(t, ax, 0).reshape(t.shape[ax], -1).astype(np.float64)
     sm -= sm.mean(1, keepdims=True)

@@ -264,3 +264,16 @@ def _with(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     m.CopyFrom(proto)
     m.graph.output.append(onnx.ValueInfoProto(name=name))
     return m
+
+
+def test_tensors_with_infinities_are_not_matched():
+    """An additive attention mask holds -inf: correlation is undefined there, so no match (not a NaN one)."""
+    from onnxprune.heal import _channel_match
+
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal((2, 8, 5)).astype(np.float32)
+    s = t[:, [1, 3, 6]]
+    assert _channel_match(s, t) == (1, (1, 3, 6))
+    t[0, :, 0] = -np.inf
+    s = t[:, [1, 3, 6]]
+    assert _channel_match(s, t) is None
