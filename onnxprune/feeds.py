@@ -123,6 +123,8 @@ class FeedPlan:
     verified: bool = False
     error: str = ""
     tried: int = 0
+    #: output shapes of the run that proved the feed, when ``plan_feeds`` was given ``measure``
+    measured: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
     #: proves, the first time it matters, that two samples run at once (see ``batch_free``)
     _prove: Any = field(default=None, repr=False, compare=False)
 
@@ -411,6 +413,7 @@ def plan_feeds(
     runnable: str | os.PathLike[str] | bytes | onnx.ModelProto | None = None,
     batch: int = 1,
     check: bool = True,
+    measure: list[tuple[str, int]] | None = None,
 ) -> FeedPlan:
     """Chooses input sizes and values for ``model`` and proves them on it in onnxruntime.
 
@@ -421,6 +424,8 @@ def plan_feeds(
             file's path for models with external data.
         batch: size of the free batch axis.
         check: run the original on candidate feeds; ``False`` returns the first candidate.
+        measure: intermediate tensors ``(name, element type)`` to add to the proving run; their
+            shapes land in :attr:`FeedPlan.measured` (one run proves the feed and measures them).
     """
     input_shapes = dict(input_shapes or {})
     g = model.graph
@@ -580,7 +585,9 @@ def plan_feeds(
     # Feeds are tried first on the model's shape probe (its large weights zeros made at run
     # time: whether a feed runs does not depend on weight values, and onnxruntime then holds no
     # copy of the weights); only if no feed runs there is the model itself tried.
-    probe, probe_bytes = _probe_session(model)
+    probe, probe_bytes = _probe_session(model, measure or [])
+    if probe is None and measure:
+        probe, probe_bytes = _probe_session(model)
     if probe is not None and _try_feeds(probe, plan, trials, assign, scalar_pick, batch, quiet=True,
                                         lazy=probe_bytes):
         return plan
@@ -595,11 +602,12 @@ def plan_feeds(
     return plan
 
 
-def _probe_session(model: onnx.ModelProto) -> tuple[Any, bytes | None]:
+def _probe_session(model: onnx.ModelProto, extra: list[tuple[str, int]] | None = None) -> tuple[Any, bytes | None]:
     from .io import shape_probe
     from .verify import session
 
-    probe = shape_probe(model, [])
+    listed = {o.name for o in model.graph.output}
+    probe = shape_probe(model, [(n, t) for n, t in extra or [] if n not in listed])
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in probe.graph.initializer):
         return None, None  # small tensors stored outside: only the file's own session can read them
     data = probe.SerializeToString()
@@ -622,7 +630,7 @@ def _try_feeds(sess: Any, plan: FeedPlan, trials: list[tuple[int, dict[str, int]
         assign(k)
         plan.tried = n + 1
         try:
-            sess.run(None, plan.make(seed=0))
+            values = sess.run(None, plan.make(seed=0))
         except Exception as exc:  # onnxruntime's own error types
             msg = _first_line(exc)
             first_error = first_error or msg
@@ -632,6 +640,7 @@ def _try_feeds(sess: Any, plan: FeedPlan, trials: list[tuple[int, dict[str, int]
                 break
             continue
         plan.verified = True
+        plan.measured = {o.name: tuple(int(d) for d in np.shape(v)) for o, v in zip(sess.get_outputs(), values)}
         if n:
             log.info("inputs sized %s after %d tries", plan.shapes(), n + 1)
         if plan.batch_free and batch == 1:

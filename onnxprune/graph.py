@@ -341,6 +341,23 @@ def _restore_boundary_shapes(graph: gs.Graph, proto: onnx.ModelProto) -> None:
                    for d in vi.type.tensor_type.shape.dim]
 
 
+def _proven_feeds(
+    proto: onnx.ModelProto, input_shapes: dict[str, list[int]], runnable: Any,
+) -> tuple[FeedPlan, dict[str, tuple[int | None, ...]]]:
+    """The feed plan proven on the model, and every tensor's static shape at its sizes.
+
+    Shapes static inference cannot tell (data-dependent shape code) are measured in the same
+    onnxruntime run that proves the feed, when the first sizes tried run; otherwise (another
+    size was needed) in a run of their own at the proven sizes.
+    """
+    first = plan_feeds(proto, input_shapes, check=False).shapes()
+    static, unknown = infer_static_shapes(proto, {**first, **input_shapes}, static_only=True)
+    feeds = plan_feeds(proto, input_shapes, runnable=runnable, measure=unknown)
+    if feeds.shapes() == first and all(n in feeds.measured for n, _ in unknown):
+        return feeds, {**static, **{n: feeds.measured[n] for n, _ in unknown}}
+    return feeds, infer_static_shapes(proto, {**feeds.shapes(), **input_shapes}, feeds=feeds)
+
+
 def load(
     source: str | os.PathLike[str] | onnx.ModelProto | Model,
     input_shapes: dict[str, list[int]] | None = None,
@@ -367,10 +384,10 @@ def load(
         proto, deferred = load_proto_deferred(source)
     input_shapes = dict(input_shapes or {})
     feeds = None
+    shapes: dict[str, tuple[int | None, ...]] = {}
     if prepare:
         runnable = proto if isinstance(source, onnx.ModelProto) else os.fspath(source)
-        feeds = plan_feeds(proto, input_shapes, runnable=runnable)
-    shapes = infer_static_shapes(proto, {**feeds.shapes(), **input_shapes}, feeds=feeds) if feeds else {}
+        feeds, shapes = _proven_feeds(proto, input_shapes, runnable)
     from onnx_graphsurgeon.logger import G_LOGGER
 
     severity = G_LOGGER.severity

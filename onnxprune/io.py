@@ -657,8 +657,13 @@ def infer_static_shapes(
     input_shapes: dict[str, list[int]] | None = None,
     default_dim: int = 1,
     feeds: Any = None,
-) -> dict[str, tuple[int | None, ...]]:
+    static_only: bool = False,
+) -> Any:
     """Static shapes of every tensor, with symbolic input dimensions fixed.
+
+    With ``static_only`` nothing runs: returns ``(shapes, unknown)``, ``unknown`` the typed
+    tensors whose shapes are left to measure, as ``(name, element type)`` for
+    :func:`shape_probe` (the caller measures them in a run it makes anyway).
 
     Symbolic dimensions of graph inputs take the value from ``input_shapes`` or ``default_dim``;
     shapes inference leaves unknown are measured in onnxruntime on ``feeds`` (a
@@ -718,8 +723,19 @@ def infer_static_shapes(
         for vi in list(g.input) + list(g.value_info) + list(g.output)
         if vi.type.HasField("tensor_type")
     }
+    if static_only:
+        return shapes, [(n, types[n]) for n in _unknown(model, shapes, types)]
     shapes.update(_runtime_shapes(model, shapes, types, input_shapes, default_dim, feeds))
     return shapes
+
+
+def _unknown(model: onnx.ModelProto, shapes: dict[str, tuple[int | None, ...]],
+             types: dict[str, int]) -> list[str]:
+    """Typed node outputs whose shape static inference left (partly) unknown."""
+    return [
+        o for n in model.graph.node for o in n.output
+        if o and (o not in shapes or any(d is None for d in shapes[o])) and types.get(o, 0) != 0
+    ]
 
 
 def _runtime_shapes(
@@ -739,11 +755,7 @@ def _runtime_shapes(
     measured too. Skipped when onnxruntime cannot run the model.
     """
     g = model.graph
-    produced = [o for n in g.node for o in n.output if o]
-    missing = [
-        o for o in produced
-        if (o not in shapes or any(d is None for d in shapes[o])) and types.get(o, 0) != 0
-    ]
+    missing = _unknown(model, shapes, types)
     if not missing:
         return {}
     from .feeds import plan_feeds  # local: feeds and verify build on this module

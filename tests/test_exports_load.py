@@ -161,3 +161,44 @@ def test_demo_model_runs() -> None:
     onnx.checker.check_model(model, full_check=True)
     assert _expected_shape(DEMO_PATH, model) == ("batch", 10)
     _check_outputs(DEMO_PATH, model)
+
+
+@pytest.mark.parametrize("name", ["bert_tiny_legacy.onnx", "keras_transformer.onnx", "paddle_cnn.onnx",
+                                  "vit_mha_tiny_legacy.onnx"])
+def test_load_proves_feed_and_measures_shapes_in_one_run(name, monkeypatch):
+    """Shapes static inference leaves open are measured in the run that proves the feed:
+    loading runs the model once, and the shapes equal those of a separate measuring run."""
+    from onnxprune import graph, verify
+    from onnxprune.feeds import plan_feeds
+    from onnxprune.io import infer_static_shapes
+
+    path = EXPORTS_DIR / name
+    proto = onnx.load(path)
+    first = plan_feeds(proto, {}, check=False).shapes()
+    _, unknown = infer_static_shapes(proto, first, static_only=True)
+    assert unknown, f"{name} should need measured shapes for this test to mean anything"
+    runs = []
+    made = verify.session
+
+    def counting(*args, **kwargs):
+        sess = made(*args, **kwargs)
+        real = sess.run
+
+        def run(*a, **k):
+            runs.append(1)
+            return real(*a, **k)
+
+        sess.run = run
+        return sess
+
+    monkeypatch.setattr(verify, "session", counting)
+    model = graph.load(str(path))
+    tried = model.feeds.tried
+    assert model.feeds.verified
+    # the first sizes ran: that run also measured; otherwise one run more at the proven sizes
+    assert len(runs) == (1 if tried == 1 else tried + 1)
+    monkeypatch.setattr(verify, "session", made)
+    feeds = plan_feeds(proto, {}, runnable=str(path))
+    separate = infer_static_shapes(proto, feeds.shapes(), feeds=feeds)
+    assert dict(model.shapes) == separate
+    assert all(None not in model.shapes[n] for n, _ in unknown)
