@@ -1600,5 +1600,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def olive_main(argv: list[str] | None = None) -> int:
+    """``python -m onnxprune.olive_pass run WORKFLOW.json | package-config -o PKG.json``."""
+    from .olive_pass import PASS_TYPE, package_config, run
+
+    p = argparse.ArgumentParser(
+        prog="python -m onnxprune.olive_pass",
+        description=f"Run Olive workflows that use the '{PASS_TYPE}' pass, or write the package "
+        "configuration that makes `olive run` know it.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run an Olive workflow JSON with the pass registered")
+    r.add_argument("workflow", help="the workflow .json (Olive's run config)")
+    c = sub.add_parser("package-config", help="write Olive's package configuration plus this pass")
+    c.add_argument("-o", "--output", required=True, help="where to write the JSON")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "package-config":
+            from .io import save_text
+
+            save_text(args.output, json.dumps(package_config(), indent=2))
+            print(f"wrote {args.output}: olive run --config WORKFLOW.json --package-config {args.output}")
+            return 0
+        if not Path(args.workflow).is_file():
+            raise UsageError(f"workflow '{args.workflow}' does not exist")
+        run(Path(args.workflow))
+        return 0
+    except OnnxPruneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -16,9 +16,7 @@ included), so later passes and Olive's evaluators see an ordinary ONNX model.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,30 +133,10 @@ def __getattr__(name: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m onnxprune.olive_pass",
-        description=f"Run Olive workflows that use the '{PASS_TYPE}' pass, or write the package "
-        "configuration that makes `olive run` know it.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run an Olive workflow JSON with the pass registered")
-    r.add_argument("workflow", help="the workflow .json (Olive's run config)")
-    c = sub.add_parser("package-config", help="write Olive's package configuration plus this pass")
-    c.add_argument("-o", "--output", required=True, help="where to write the JSON")
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "package-config":
-            from .io import save_text
+    """``python -m onnxprune.olive_pass``: the command line lives with the others in :mod:`onnxprune.cli`."""
+    from .cli import olive_main
 
-            save_text(args.output, json.dumps(package_config(), indent=2))
-            print(f"wrote {args.output}: olive run --config WORKFLOW.json --package-config {args.output}")
-            return 0
-        if not Path(args.workflow).is_file():
-            raise UsageError(f"workflow '{args.workflow}' does not exist")
-        run(Path(args.workflow))
-        return 0
-    except OnnxPruneError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return olive_main(argv)
 
 
 if __name__ == "__main__":
