@@ -43,7 +43,7 @@ from .evaluate import evaluate, load_labels
 from .feeds import plan_feeds
 from .graph import load
 from .importance import ACTIVATION_CRITERIA, CRITERIA
-from .io import check_destination, load_proto, parse_input_shapes
+from .io import check_destination, free_big_blocks_at_once, load_proto, parse_input_shapes
 from .plan import DEFAULT_ROUND_TO, parse_target
 from .profile import profile
 from .report import (
@@ -1572,6 +1572,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     console = Console(stderr=False, highlight=False, quiet=args.quiet or getattr(args, "quiet_here", False))
+    free_big_blocks_at_once()  # freed weights leave the process at once (peak memory)
 
     def fail(message: str) -> None:  # plain, unwrapped: one line for people and scripts
         print(f"onnxprune: {message}", file=sys.stderr)

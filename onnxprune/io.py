@@ -280,14 +280,15 @@ def load_proto(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     return model
 
 
-def _read_model(path: Path, where: str) -> onnx.ModelProto:
-    """Parses the model file (without external data) and checks versions and structure."""
+def _read_model(path: Path, where: str, data: bytes | None = None) -> onnx.ModelProto:
+    """Parses the model file (without external data), or its bytes ``data`` when given, and
+    checks versions and structure."""
     if not path.exists():
         raise ModelLoadError(f"{where}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{where}: is a folder, not an .onnx file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False) if data is None else onnx.ModelProto.FromString(data)
     except Exception as exc:
         raise ModelLoadError(
             f"{where}: not a readable ONNX model (protobuf parse failed: {type(exc).__name__})"
@@ -353,6 +354,9 @@ def load_proto_deferred(
     where = str(path)
     if not path.is_file():
         return load_proto(source), {}
+    lean = _load_lean(path, where)
+    if lean is not None:
+        return lean
     model = _read_model(path, where)
     external = [
         t for t in model.graph.initializer if external_data_helper.uses_external_data(t)
@@ -381,6 +385,31 @@ def load_proto_deferred(
                                        tuple(int(d) for d in t.dims))
     _check_payloads(model, where)
     return model, deferred
+
+
+def _load_lean(path: Path, where: str) -> tuple[onnx.ModelProto, dict[str, ExternalRef]] | None:
+    """The model parsed without the bytes of its large inline float weights (see
+    :mod:`onnxprune.wire`): those stay in the file, as :class:`ExternalRef` into it, and are
+    marked as external data there so nothing mistakes the parsed model for a whole one."""
+    from .wire import split_weights
+
+    split = split_weights(path)
+    if split is None:
+        return None
+    data, spans = split
+    model = _read_model(path, where, data)
+    del data
+    inputs = {i.name for i in model.graph.input}
+    if inputs & spans.keys() or any(external_data_helper.uses_external_data(t) and t.name not in spans
+                                    for t in external_data_helper._get_all_tensors(model)):
+        # a weight that is also a graph input (the probe needs its bytes), or data in other
+        # files: parsed whole, the ordinary way
+        return None
+    target = path.resolve()
+    refs = {t.name: ExternalRef(target, *spans[t.name], t.data_type, tuple(int(d) for d in t.dims))
+            for t in model.graph.initializer if t.name in spans}
+    _check_payloads(model, where)
+    return model, refs
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
@@ -526,7 +555,10 @@ def save_proto(
             save_external(model, tmp_model, data_name)
             os.replace(tmpdir / data_name, parent / data_name)
         else:
-            onnx.save_model(model, str(tmp_model))
+            from .wire import write_model
+
+            with open(tmp_model, "wb") as f:
+                write_model(model, f)  # one tensor at a time: no serialized copy of the model
         os.replace(tmp_model, resolved)
         WRITTEN.append(target)
     except OSError as exc:
@@ -534,6 +566,19 @@ def save_proto(
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return target
+
+
+def save_for_reading(model: onnx.ModelProto, path: Path) -> None:
+    """Writes ``model`` to ``path`` with its large initializers in ``<name>.data`` beside it, for
+    the checker and onnxruntime to read (validation): one tensor at a time, ``model`` unchanged,
+    no copy of the weights made. Constant nodes and subgraph tensors stay in the graph, so a
+    model over the protobuf limit needs :func:`save_external`.
+    """
+    from .wire import write_model
+
+    data_name = path.name + ".data"
+    with open(path, "wb") as f, open(path.parent / data_name, "wb") as data:
+        write_model(model, f, data, data_name)
 
 
 def save_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:
@@ -795,6 +840,23 @@ def trim_memory() -> None:
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def free_big_blocks_at_once(threshold: int = 1 << 20) -> None:
+    """Makes the C library return every freed block of at least ``threshold`` bytes to the OS
+    at once (glibc ``M_MMAP_THRESHOLD``), for a process that handles large weights.
+
+    By default glibc raises that threshold after the first large blocks are freed, so later
+    weights come from the heap and their memory stays resident after they are freed: pruning
+    would hold the original's and the pruned model's weights together at its peak. Called by the
+    command line; process-wide, so a library user opts in. A no-op without glibc.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 

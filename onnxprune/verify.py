@@ -200,8 +200,9 @@ def disagreement(a: np.ndarray, b: np.ndarray, half: bool = False) -> str:
 
 
 #: Above this many bytes of weights a model is validated from a temporary file with external
-#: data: the checker and onnxruntime then read the file instead of two more in-memory copies.
-FILE_VALIDATION_BYTES = 256 << 20
+#: data: the checker and onnxruntime then read the file instead of two more in-memory copies
+#: (the checker of a proto serializes it, onnxruntime parses its own).
+FILE_VALIDATION_BYTES = 16 << 20
 
 
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
@@ -215,10 +216,14 @@ def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
     pruning's doing (it is logged once and passed), and a run that fails is blamed on the
     pruned model only if the reference runs on the same feed.
     """
-    if _io.initializer_bytes(model) > min(FILE_VALIDATION_BYTES, _io.EXTERNAL_DATA_THRESHOLD):
+    size = _io.initializer_bytes(model)
+    if size > min(FILE_VALIDATION_BYTES, _io.EXTERNAL_DATA_THRESHOLD):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
-            _io.save_external(model, Path(path), "model.onnx.data")
+            if size > _io.EXTERNAL_DATA_THRESHOLD:
+                _io.save_external(model, Path(path), "model.onnx.data")
+            else:
+                _io.save_for_reading(model, Path(path))
             return _validate(path, model, feeds, input_shapes, reference, what)
     return _validate(model, model, feeds, input_shapes, reference, what)
 

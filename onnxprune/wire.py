@@ -1,0 +1,258 @@
+"""Reading an ``.onnx`` file's graph without its weights, from the protobuf wire format.
+
+``onnx.load`` reads the whole file into memory and parses it, so a model's weights are held
+twice while it loads (the file's bytes and the parsed message) and once more when they are
+copied into numpy. :func:`split_weights` instead walks the file's top-level fields through a
+read-only memory map and returns a copy of the model without the bytes of its large float
+initializers, plus where each of those bytes lies in the file, so each weight can be read
+straight into its numpy array (:func:`onnxprune.io.read_external`) and is in memory once.
+
+Only the common, well-formed layout is handled: one ``graph`` field, weights in ``raw_data``.
+Anything else (external data, a weight whose size does not match its dims, a malformed or
+unusual encoding) returns ``None`` and the caller parses the file the ordinary way, which also
+gives the precise error for a damaged file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+__all__ = ["split_weights", "write_model"]
+#: Float initializers with at least this many elements are left in the file (the same bound as
+#: a shape probe's zero weights, so a probe of the returned model needs none of their bytes).
+LEAN_MIN_ELEMENTS = 4096
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+# field numbers (onnx.proto)
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 8, 9
+_TENSOR_EXTERNAL, _TENSOR_LOCATION = 13, 14
+_LENGTH_DELIMITED = 2
+
+
+class _Malformed(Exception):
+    """The bytes are not the simple layout this module reads."""
+
+
+def _varint(buf: mmap.mmap | bytes, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _Malformed
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+def _fields(buf: mmap.mmap | bytes, start: int, end: int):
+    """Yields ``(number, wire type, field start, value start, value end)`` over ``buf[start:end]``."""
+    pos = start
+    while pos < end:
+        key, vpos = _varint(buf, pos, end)
+        number, wtype = key >> 3, key & 7
+        if wtype == 0:
+            _, vend = _varint(buf, vpos, end)
+        elif wtype == 1:
+            vend = vpos + 8
+        elif wtype == 5:
+            vend = vpos + 4
+        elif wtype == _LENGTH_DELIMITED:
+            n, vpos = _varint(buf, vpos, end)
+            vend = vpos + n
+        else:  # groups: not in onnx.proto
+            raise _Malformed
+        if number == 0 or vend > end:
+            raise _Malformed
+        yield number, wtype, pos, vpos, vend
+        pos = vend
+
+
+def _key(number: int, wtype: int) -> bytes:
+    return _encode_varint(number << 3 | wtype)
+
+
+def _tensor(buf: mmap.mmap, start: int, end: int) -> tuple[str, int, int, bytes] | None:
+    """``(name, raw data offset, length, the tensor's bytes without its raw data)`` for a large
+    float initializer stored inline, else ``None`` (it stays as it is)."""
+    dims: list[int] = []
+    dtype = 0
+    name = None
+    raw: tuple[int, int] | None = None
+    kept: list[bytes] = []
+    for number, wtype, fstart, vstart, vend in _fields(buf, start, end):
+        if number == _TENSOR_RAW and wtype == _LENGTH_DELIMITED:
+            raw = (vstart, vend - vstart)
+            continue
+        if number in (_TENSOR_EXTERNAL, _TENSOR_LOCATION):
+            return None
+        if number == _TENSOR_DIMS:
+            if wtype == _LENGTH_DELIMITED:  # packed
+                pos = vstart
+                while pos < vend:
+                    d, pos = _varint(buf, pos, vend)
+                    dims.append(d)
+            else:
+                dims.append(_varint(buf, vstart, vend)[0])
+        elif number == _TENSOR_TYPE and wtype == 0:
+            dtype = _varint(buf, vstart, vend)[0]
+        elif number == _TENSOR_NAME and wtype == _LENGTH_DELIMITED:
+            try:
+                name = bytes(buf[vstart:vend]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Malformed from None
+        kept.append(bytes(buf[fstart:vend]))
+    if raw is None or name is None or dtype not in _FLOAT_TYPES or any(d >= 1 << 62 for d in dims):
+        return None
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    if count < LEAN_MIN_ELEMENTS:
+        return None
+    if count * onnx.helper.tensor_dtype_to_np_dtype(dtype).itemsize != raw[1]:
+        return None  # damaged: the ordinary parse names it
+    return name, raw[0], raw[1], b"".join(kept)
+
+
+def _string(number: int, text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _key(number, _LENGTH_DELIMITED) + _encode_varint(len(data)) + data
+
+
+def _external(location: str, offset: int, length: int) -> bytes:
+    """A tensor's ``external_data`` entries and ``data_location = EXTERNAL``, encoded."""
+    out = b""
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = _string(1, key) + _string(2, value)
+        out += _key(_TENSOR_EXTERNAL, _LENGTH_DELIMITED) + _encode_varint(len(entry)) + entry
+    return out + _key(_TENSOR_LOCATION, 0) + _encode_varint(onnx.TensorProto.EXTERNAL)
+
+
+def _graph(buf: mmap.mmap, start: int, end: int, spans: dict[str, tuple[int, int]], location: str) -> bytes:
+    parts: list[bytes] = []
+    for number, wtype, fstart, vstart, vend in _fields(buf, start, end):
+        found = _tensor(buf, vstart, vend) if number == _GRAPH_INITIALIZER and wtype == _LENGTH_DELIMITED else None
+        if found is None:
+            parts.append(bytes(buf[fstart:vend]))
+            continue
+        name, offset, length, rest = found
+        if name in spans:
+            raise _Malformed  # a repeated name: the ordinary parse refuses it by name
+        spans[name] = (offset, length)
+        rest += _external(location, offset, length)
+        parts.append(_key(_GRAPH_INITIALIZER, _LENGTH_DELIMITED) + _encode_varint(len(rest)) + rest)
+    return b"".join(parts)
+
+
+def split_weights(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
+    """The serialized model without its large inline float weights, and ``{initializer name:
+    (offset, length)}`` of each left-out weight's bytes in the file; ``None`` where the file is
+    empty or not in the layout read here (the caller then parses it whole).
+
+    Each left-out weight is marked as external data in the file itself (its name, offset and
+    length), so the returned model is a valid ONNX model whose data lives beside it.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return None
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+    try:
+        parts: list[bytes] = []
+        spans: dict[str, tuple[int, int]] = {}
+        graphs = 0
+        for number, wtype, fstart, vstart, vend in _fields(buf, 0, size):
+            if number == _MODEL_GRAPH and wtype == _LENGTH_DELIMITED:
+                graphs += 1
+                body = _graph(buf, vstart, vend, spans, p.name)
+                parts.append(_key(_MODEL_GRAPH, _LENGTH_DELIMITED) + _encode_varint(len(body)) + body)
+            else:
+                parts.append(bytes(buf[fstart:vend]))
+        if graphs != 1 or not spans:
+            return None
+        return b"".join(parts), spans
+    except _Malformed:
+        return None
+    finally:
+        buf.close()
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def _shallow(message, skip: str):  # noqa: ANN001, ANN202 - a protobuf message of any type
+    """A copy of ``message`` without its field ``skip`` (that field is not copied at all)."""
+    out = type(message)()
+    for field, value in message.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(out, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(out, field.name).CopyFrom(value)
+        else:
+            setattr(out, field.name, value)
+    return out
+
+
+def _frame(number: int, size: int) -> bytes:
+    return _key(number, _LENGTH_DELIMITED) + _encode_varint(size)
+
+
+def write_model(model: onnx.ModelProto, f, data=None, location: str = "", min_bytes: int = 1024) -> None:  # noqa: ANN001
+    """Writes ``model`` to the binary file ``f`` one initializer at a time.
+
+    ``SerializeToString`` would first build the whole file in memory, one more copy of every
+    weight; here only one tensor is serialized at a time. The bytes read back with ``onnx.load``
+    as the same model. With ``data`` (a binary file) the raw bytes of each initializer of at
+    least ``min_bytes`` go there instead, 4096-byte aligned, referenced as external data at
+    ``location``; ``model`` itself is never changed.
+    """
+    graph = model.graph
+    head = _shallow(model, "graph").SerializeToString()
+    body = _shallow(graph, "initializer").SerializeToString()
+    pieces: list[tuple[int, onnx.TensorProto]] = []
+    offset = 0
+    for t in graph.initializer:
+        if data is not None and t.HasField("raw_data") and len(t.raw_data) >= min_bytes:
+            n = len(t.raw_data)
+            offset += -offset % 4096
+            ref = _shallow(t, "raw_data")
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(n))):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, value
+            ref.data_location = onnx.TensorProto.EXTERNAL
+            pieces.append((offset, ref))
+            offset += n
+        else:
+            pieces.append((-1, t))
+    sizes = [t.ByteSize() for _, t in pieces]
+    total = len(body) + sum(len(_frame(_GRAPH_INITIALIZER, s)) + s for s in sizes)
+    f.write(head)
+    f.write(_frame(_MODEL_GRAPH, total))
+    f.write(body)
+    for (at, t), size, src in zip(pieces, sizes, graph.initializer):
+        f.write(_frame(_GRAPH_INITIALIZER, size))
+        f.write(t.SerializeToString())
+        if at >= 0:
+            data.seek(at)
+            data.write(src.raw_data)

@@ -1,0 +1,94 @@
+"""Loading without parsing the weights, and writing one tensor at a time (onnxprune.wire)."""
+
+from __future__ import annotations
+
+import io as _bytes_io
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from models.zoo import resnet_basic, resnet_bottleneck, yolo_like
+from onnxprune import graph, wire
+from onnxprune.io import load_proto_deferred, read_external, save_for_reading, save_proto
+from onnxprune.verify import run, session
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+@pytest.fixture(params=[resnet_basic, yolo_like])
+def saved(request, tmp_path: Path) -> tuple[onnx.ModelProto, Path]:
+    model = request.param()
+    model.metadata_props.add(key="origin", value="a test")
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path))
+    return model, path
+
+
+def test_split_leaves_large_float_weights_in_the_file_and_reads_them_back(saved):
+    model, path = saved
+    proto, refs = load_proto_deferred(path)
+    assert refs, "the large weights stay in the file"
+    assert proto.ByteSize() < path.stat().st_size // 2
+    want = _weights(model)
+    for t in proto.graph.initializer:
+        if t.name in refs:
+            assert t.data_location == onnx.TensorProto.EXTERNAL and not t.HasField("raw_data")
+            np.testing.assert_array_equal(read_external(refs[t.name]), want[t.name])
+        else:  # small tensors (biases, shape vectors) are parsed as usual
+            np.testing.assert_array_equal(numpy_helper.to_array(t), want[t.name])
+    assert {t.name for t in proto.graph.initializer} == set(want)
+    assert list(proto.graph.node) == list(model.graph.node)
+    assert [(p.key, p.value) for p in proto.metadata_props] == [("origin", "a test")]
+
+
+def test_loading_from_the_file_equals_loading_the_parsed_model(saved):
+    model, path = saved
+    lean, whole = graph.load(path), graph.load(onnx.load(str(path)))
+    assert lean.shapes == whole.shapes
+    a, b = lean.to_proto(), whole.to_proto()
+    assert [n.name for n in a.graph.node] == [n.name for n in b.graph.node]
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_file_in_another_layout_is_parsed_whole(tmp_path: Path):
+    model = resnet_bottleneck()
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="w.data", size_threshold=0)
+    proto, refs = load_proto_deferred(path)  # its data lies elsewhere: the ordinary path loads it
+    assert not refs and all(t.HasField("raw_data") for t in proto.graph.initializer)
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(model.SerializeToString()[:-7])
+    assert wire.split_weights(truncated) is None
+
+
+def test_write_model_is_the_serialized_model(saved):
+    model, _ = saved
+    buf = _bytes_io.BytesIO()
+    before = model.SerializeToString()
+    wire.write_model(model, buf)
+    assert onnx.ModelProto.FromString(buf.getvalue()) == model
+    assert model.SerializeToString() == before  # the model given is not changed
+
+
+def test_saved_for_reading_runs_like_the_model(saved, tmp_path: Path):
+    model, _ = saved
+    out = tmp_path / "check" / "m.onnx"
+    out.parent.mkdir()
+    save_for_reading(model, out)
+    assert out.stat().st_size < (out.parent / "m.onnx.data").stat().st_size
+    onnx.checker.check_model(str(out), full_check=True)
+    feed = {model.graph.input[0].name: np.random.default_rng(0).standard_normal(
+        [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)}
+    for a, b in zip(run(session(str(out)), feed), run(session(model), feed)):
+        np.testing.assert_array_equal(a, b)
+    back = onnx.load(str(out))
+    assert all(np.array_equal(v, _weights(model)[k]) for k, v in _weights(back).items())
+    inline = tmp_path / "inline.onnx"
+    save_proto(model, inline)
+    assert onnx.load(str(inline)) == model
