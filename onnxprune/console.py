@@ -2,7 +2,8 @@
 
 SIGTERM (what ``timeout``, systemd and process managers send) is turned into an exception, so
 every temporary file and folder is removed by the code that made it, exactly as on Ctrl-C; a
-Ctrl-C while the libraries are still being imported ends with one line, not a traceback.
+signal while the libraries are still being imported is noted and, once they are, ends the run
+with one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ def _on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
 
 
 def main(argv: list[str] | None = None) -> int:
+    # While the libraries are imported a signal is only noted: an exception raised inside an
+    # extension module's initialisation can leave it half made and crash the interpreter on exit.
+    pending: list[int] = []
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        old_int = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+        signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+        deferring = True
     except ValueError:  # not the main thread (embedded use): leave signals to the host
-        pass
+        deferring = False
     try:
         from .cli import main as cli_main
     except (KeyboardInterrupt, Terminated) as exc:
@@ -36,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         if cause is None:
             raise
         return _stopped_while_starting(cause)
+    finally:
+        if deferring:
+            signal.signal(signal.SIGINT, old_int if callable(old_int) else signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    if pending:
+        return _stopped_while_starting(Terminated() if pending[0] == signal.SIGTERM else KeyboardInterrupt())
     return cli_main(argv)
 
 
