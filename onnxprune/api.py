@@ -33,7 +33,7 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import ApplyError, PlanError
 from .graph import Model, load
 from .importance import ACTIVATION_CRITERIA, channel_importance
-from .io import load_proto, save_proto, trim_memory
+from .io import fill_weights, load_proto, save_proto, trim_memory
 from .plan import DEFAULT_ROUND_TO, Plan, global_plan, parse_target, ratio_for_target, uniform_plan
 from .profile import LINEAR_OPS, CostModel, Profile, profile
 from .reconstruct import RefitReport, consumer_cuts, correct
@@ -366,7 +366,10 @@ def prune(
         # Nothing changed: write the model exactly as it was given, never a re-export of it.
         proto = load_proto(source) if not isinstance(source, onnx.ModelProto) else source
         return PruneResult(model, proto, plan, before, before, dg, reports, 0, ratio, targets, met)
-    proto = model.to_proto()
+    # The large weights stay in the model's arrays until the pruned model has been validated
+    # (from a file written straight from them): the proto, onnxruntime's copy and the arrays
+    # are never all in memory at once.
+    proto, values = model.export()
     fixed = _analysis_shapes(model)
     # An input the exporter left without a shape is checked at the size the analysis used; the
     # written model keeps the input as it was.
@@ -378,11 +381,12 @@ def prune(
     feeds = model.feeds.with_shapes(fixed).make(seed=0) if model.feeds is not None else None
     stage("validating (checker, shape inference, onnxruntime)")
     try:
-        outs = validate(proto, feeds=feeds, input_shapes=fixed, reference=reference)
+        outs = validate(proto, feeds=feeds, input_shapes=fixed, reference=reference, values=values)
         trim_memory()  # the validation session is gone
     finally:
         for vi in unshaped:
             vi.type.tensor_type.ClearField("shape")
+        fill_weights(proto, values)
     for o_new, vi in zip(outs, model.graph.outputs):
         want = expected.get(vi.name)
         if want is not None and all(d is not None for d in want) and tuple(o_new.shape) != tuple(want):

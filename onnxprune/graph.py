@@ -17,8 +17,10 @@ import onnx_graphsurgeon as gs
 
 from .feeds import FeedPlan, plan_feeds
 from .io import (
+    PROBE_MIN_ELEMENTS,
     ExternalRef,
     default_opset,
+    fill_weights,
     infer_static_shapes,
     load_proto,
     load_proto_deferred,
@@ -129,8 +131,13 @@ class Model:
     # ------------------------------------------------------------------ export
     def to_proto(self) -> onnx.ModelProto:
         """Exports the graph once, restoring opsets, IR version and metadata."""
+        model, values = self.export()
+        return fill_weights(model, values)
+
+    def export(self) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        """Like :meth:`to_proto`, with the large weights left out (:func:`export_without_weights`)."""
         graph = self.graph
-        model = gs.export_onnx(graph, do_type_check=False)
+        model, values = export_without_weights(graph)
         hoist_shared_subgraph_initializers(model.graph)
         if self.other_types:
             for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
@@ -150,7 +157,7 @@ class Model:
                     model.graph.input.append(
                         onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
                     )
-        return model
+        return model, values
 
     def forget_auto_names(self, proto: onnx.ModelProto) -> None:
         """Leaves nameless in ``proto`` the nodes the exporter left nameless (the names given at
@@ -165,8 +172,55 @@ class Model:
         for t in self.graph.tensors().values():
             if isinstance(t, gs.Variable) and t.name not in io_names:
                 t.shape = None
-        proto = self.to_proto()
+        proto, _ = self.export()  # shapes need no weight bytes (see export_without_weights)
         self.shapes = infer_static_shapes(proto, self.analysis_shapes, feeds=self.feeds)
+
+
+#: Float weights left out by :func:`export_without_weights`: those a shape probe replaces by
+#: zeros (so shape inference and measurement need none of their bytes).
+_LEFT_OUT_TYPES = frozenset(np.dtype(t) for t in (np.float32, np.float16, np.float64))
+
+
+def export_without_weights(graph: gs.Graph) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``gs.export_onnx`` with the large weights left out: ``(proto, {name: array})``, where each
+    named initializer of ``proto`` has its type and dims and no data (:func:`fill_weights` puts
+    the arrays in, or :func:`onnxprune.wire.write_model` writes them from the arrays).
+
+    The exporter makes every initializer as a tensor of its own and the graph then copies them
+    all in, so at its peak every weight would be held three times (numpy, the loose tensors,
+    the graph).
+    """
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    inner: set[str] = set()  # tensors a subgraph exports too are left as they are
+
+    def walk(g: gs.Graph) -> None:
+        for node in g.nodes:
+            for attr in node.attrs.values():
+                for sub in attr if isinstance(attr, list) else [attr]:
+                    if isinstance(sub, gs.Graph):
+                        inner.update(sub.tensors())
+                        walk(sub)
+
+    walk(graph)
+    swapped: list[tuple[gs.Constant, Any]] = []
+    try:
+        for t in graph.tensors().values():
+            if not isinstance(t, gs.Constant) or isinstance(t._values, LazyValues) or t.name in inner:
+                continue
+            v = t._values
+            if not isinstance(v, np.ndarray) or v.size < PROBE_MIN_ELEMENTS or v.dtype not in _LEFT_OUT_TYPES or (
+                    t.export_dtype is not None and np.dtype(t.export_dtype) != v.dtype):
+                continue
+            empty = onnx.TensorProto(name=t.name, dims=list(v.shape),
+                                     data_type=onnx.helper.np_dtype_to_tensor_dtype(v.dtype))
+            swapped.append((t, v))
+            t._values = LazyValues(empty)
+        model = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for t, v in swapped:
+            t._values = v
+    return model, {t.name: v for t, v in swapped}
 
 
 def untie_uniform_constants(graph: gs.Graph) -> int:

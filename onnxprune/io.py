@@ -568,17 +568,28 @@ def save_proto(
     return target
 
 
-def save_for_reading(model: onnx.ModelProto, path: Path) -> None:
+def fill_weights(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Puts ``values`` into the initializers of ``model`` of those names that hold no data yet,
+    one at a time; returns ``model``."""
+    for init in model.graph.initializer:
+        v = values.get(init.name)
+        if v is not None and not init.HasField("raw_data"):
+            init.raw_data = np.ascontiguousarray(v).tobytes()
+    return model
+
+
+def save_for_reading(model: onnx.ModelProto, path: Path, values: dict[str, np.ndarray] | None = None) -> None:
     """Writes ``model`` to ``path`` with its large initializers in ``<name>.data`` beside it, for
     the checker and onnxruntime to read (validation): one tensor at a time, ``model`` unchanged,
-    no copy of the weights made. Constant nodes and subgraph tensors stay in the graph, so a
-    model over the protobuf limit needs :func:`save_external`.
+    no copy of the weights made; ``values`` are the bytes of initializers ``model`` holds without
+    data (:meth:`onnxprune.graph.Model.export`). Constant nodes and subgraph tensors stay in the
+    graph, so a model over the protobuf limit needs :func:`save_external`.
     """
     from .wire import write_model
 
     data_name = path.name + ".data"
     with open(path, "wb") as f, open(path.parent / data_name, "wb") as data:
-        write_model(model, f, data, data_name)
+        write_model(model, f, data, data_name, values=values)
 
 
 def save_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:

@@ -207,10 +207,13 @@ FILE_VALIDATION_BYTES = 16 << 20
 
 def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
              input_shapes: dict[str, list[int]] | None = None,
-             reference: ModelLike | None = None, what: str = "pruned model") -> list[np.ndarray]:
+             reference: ModelLike | None = None, what: str = "pruned model",
+             values: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """Checks ``model`` with the full checker and runs it; raises :class:`ApplyError` if either fails.
 
-    ``what`` names the model in messages ("pruned model", "optimized model").
+    ``what`` names the model in messages ("pruned model", "optimized model"). ``values`` are the
+    bytes of initializers ``model`` holds without data (:meth:`onnxprune.graph.Model.export`);
+    they are put into ``model`` only where it is validated in memory (small models).
 
     ``reference`` is the model it was made from: a check the reference fails too is not the
     pruning's doing (it is logged once and passed), and a run that fails is blamed on the
@@ -221,10 +224,12 @@ def validate(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None,
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             if size > _io.EXTERNAL_DATA_THRESHOLD:
+                _io.fill_weights(model, values or {})
                 _io.save_external(model, Path(path), "model.onnx.data")
             else:
-                _io.save_for_reading(model, Path(path))
+                _io.save_for_reading(model, Path(path), values)
             return _validate(path, model, feeds, input_shapes, reference, what)
+    _io.fill_weights(model, values or {})
     return _validate(model, model, feeds, input_shapes, reference, what)
 
 

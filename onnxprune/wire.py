@@ -202,15 +202,18 @@ def split_weights(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, tuple[
 def _shallow(message, skip: str):  # noqa: ANN001, ANN202 - a protobuf message of any type
     """A copy of ``message`` without its field ``skip`` (that field is not copied at all)."""
     out = type(message)()
-    for field, value in message.ListFields():
-        if field.name == skip:
+    for field in message.DESCRIPTOR.fields:  # not ListFields: it would read ``skip`` too
+        name = field.name
+        if name == skip:
             continue
         if field.is_repeated:
-            getattr(out, field.name).extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(out, field.name).CopyFrom(value)
-        else:
-            setattr(out, field.name, value)
+            if len(getattr(message, name)):
+                getattr(out, name).extend(getattr(message, name))
+        elif message.HasField(name):
+            if field.type == field.TYPE_MESSAGE:
+                getattr(out, name).CopyFrom(getattr(message, name))
+            else:
+                setattr(out, name, getattr(message, name))
     return out
 
 
@@ -218,41 +221,69 @@ def _frame(number: int, size: int) -> bytes:
     return _key(number, _LENGTH_DELIMITED) + _encode_varint(size)
 
 
-def write_model(model: onnx.ModelProto, f, data=None, location: str = "", min_bytes: int = 1024) -> None:  # noqa: ANN001
+def write_model(model: onnx.ModelProto, f, data=None, location: str = "", min_bytes: int = 1024,  # noqa: ANN001
+                values: dict[str, np.ndarray] | None = None) -> None:
     """Writes ``model`` to the binary file ``f`` one initializer at a time.
 
     ``SerializeToString`` would first build the whole file in memory, one more copy of every
     weight; here only one tensor is serialized at a time. The bytes read back with ``onnx.load``
-    as the same model. With ``data`` (a binary file) the raw bytes of each initializer of at
-    least ``min_bytes`` go there instead, 4096-byte aligned, referenced as external data at
-    ``location``; ``model`` itself is never changed.
+    as the same model. ``values`` gives the bytes of initializers that ``model`` holds without
+    data (:func:`onnxprune.graph.export_without_weights`), written straight from the arrays.
+    With ``data`` (a binary file) the raw bytes of each initializer of at least ``min_bytes`` go
+    there instead, 4096-byte aligned, referenced as external data at ``location``. ``model``
+    itself is never changed.
     """
+    values = values or {}
     graph = model.graph
     head = _shallow(model, "graph").SerializeToString()
     body = _shallow(graph, "initializer").SerializeToString()
-    pieces: list[tuple[int, onnx.TensorProto]] = []
-    offset = 0
+    # (tensor serialized without its raw bytes, where those come from, their length, outside)
+    # (``ByteSize`` and ``ListFields`` would copy a tensor's bytes twice: neither is used on one)
+    pieces: list[tuple[bytes, np.ndarray | onnx.TensorProto | None, int, bool]] = []
     for t in graph.initializer:
-        if data is not None and t.HasField("raw_data") and len(t.raw_data) >= min_bytes:
-            n = len(t.raw_data)
-            offset += -offset % 4096
-            ref = _shallow(t, "raw_data")
-            for key, value in (("location", location), ("offset", str(offset)), ("length", str(n))):
-                entry = ref.external_data.add()
-                entry.key, entry.value = key, value
-            ref.data_location = onnx.TensorProto.EXTERNAL
-            pieces.append((offset, ref))
-            offset += n
+        v = values.get(t.name)
+        if v is not None:
+            src, n = v, v.nbytes
+        elif t.HasField("raw_data"):
+            src, n = t, len(t.raw_data)
         else:
-            pieces.append((-1, t))
-    sizes = [t.ByteSize() for _, t in pieces]
+            pieces.append((t.SerializeToString(), None, 0, False))
+            continue
+        rest = _shallow(t, "raw_data")
+        outside = data is not None and n >= min_bytes
+        if outside:
+            for key, value in (("location", location), ("offset", "0"), ("length", str(n))):
+                entry = rest.external_data.add()
+                entry.key, entry.value = key, value
+            rest.data_location = onnx.TensorProto.EXTERNAL
+        pieces.append((rest, src, n, outside))
+    offset = 0
+    for k, (rest, src, n, outside) in enumerate(pieces):
+        if outside:
+            offset += -offset % 4096
+            rest.external_data[1].value = str(offset)
+            offset += n
+        if not isinstance(rest, bytes):
+            pieces[k] = (rest.SerializeToString(), src, n, outside)
+    sizes = [len(rest) + (0 if outside or src is None else len(_frame(_TENSOR_RAW, n)) + n)
+             for rest, src, n, outside in pieces]
     total = len(body) + sum(len(_frame(_GRAPH_INITIALIZER, s)) + s for s in sizes)
     f.write(head)
     f.write(_frame(_MODEL_GRAPH, total))
     f.write(body)
-    for (at, t), size, src in zip(pieces, sizes, graph.initializer):
+    at = 0
+    for (rest, src, n, outside), size in zip(pieces, sizes):
         f.write(_frame(_GRAPH_INITIALIZER, size))
-        f.write(t.SerializeToString())
-        if at >= 0:
+        f.write(rest)
+        if src is None:
+            continue
+        raw = src.raw_data if isinstance(src, onnx.TensorProto) else memoryview(np.ascontiguousarray(src)).cast("B")
+        if outside:
+            at += -at % 4096
             data.seek(at)
-            data.write(src.raw_data)
+            data.write(raw)
+            at += n
+        else:
+            f.write(_frame(_TENSOR_RAW, n))
+            f.write(raw)
+        del raw

@@ -92,3 +92,21 @@ def test_saved_for_reading_runs_like_the_model(saved, tmp_path: Path):
     inline = tmp_path / "inline.onnx"
     save_proto(model, inline)
     assert onnx.load(str(inline)) == model
+
+
+def test_export_leaves_weights_out_and_writing_from_the_arrays_gives_the_model(saved, tmp_path: Path):
+    _, path = saved
+    model = graph.load(path)
+    whole = model.to_proto()
+    skeleton, values = model.export()
+    assert values and all(not t.HasField("raw_data") for t in skeleton.graph.initializer if t.name in values)
+    assert skeleton.ByteSize() < whole.ByteSize() // 2
+    buf = _bytes_io.BytesIO()
+    wire.write_model(skeleton, buf, values=values)
+    assert onnx.ModelProto.FromString(buf.getvalue()) == whole
+    out = tmp_path / "v" / "m.onnx"
+    out.parent.mkdir()
+    save_for_reading(skeleton, out, values)
+    back = onnx.load(str(out))
+    assert _weights(back).keys() == _weights(whole).keys()
+    assert all(np.array_equal(v, _weights(whole)[k]) for k, v in _weights(back).items())
