@@ -315,16 +315,35 @@ def _name_nodes(graph: gs.Graph) -> set[str]:
     return given
 
 
+def _all_constants(graph: gs.Graph):  # noqa: ANN202 - yields gs.Constant
+    """Every constant of ``graph`` and of its subgraphs (a weight of the main graph that only
+    ``If`` branches read is a tensor of the branches, not of the main graph)."""
+    seen: set[int] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for t in g.tensors().values():
+            if isinstance(t, gs.Constant) and id(t) not in seen:
+                seen.add(id(t))
+                yield t
+        for node in g.nodes:
+            for attr in node.attrs.values():
+                stack.extend(sub for sub in (attr if isinstance(attr, list) else [attr]) if isinstance(sub, gs.Graph))
+
+
 def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
-    for t in graph.tensors().values():
-        if isinstance(t, gs.Constant):
-            # Read every weight into numpy now, so the parsed protobuf can be freed when this
-            # function returns: one copy of the weights stays resident, not two. Weights of
-            # models over the protobuf limit come straight from their data file.
-            ref = deferred.get(t.name)
-            t.values = read_external(ref) if ref is not None else np.asarray(t.values)
-            # The data now lives in memory; where it goes on disk is decided when saving.
-            t.data_location = None
+    """Reads every weight into numpy now, so the parsed protobuf can be freed when loading ends:
+    one copy of the weights stays resident, not two. Weights left in the file (``deferred``:
+    large inline weights, or those of models over the protobuf limit) come straight from it."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    for t in _all_constants(graph):
+        lazy = t._values if isinstance(t._values, LazyValues) else None
+        stored = lazy is not None and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL
+        ref = deferred.get(t.name) if stored else None
+        t.values = read_external(ref) if ref is not None else np.asarray(t.values)
+        # The data now lives in memory; where it goes on disk is decided when saving.
+        t.data_location = None
 
 
 def hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> int:

@@ -62,11 +62,11 @@ def _magnitude(dg: DepGraph, power: int) -> np.ndarray:
     return score
 
 
-def _atom_sums(value: np.ndarray, axis: int, power: int, block_bytes: int = 16 << 20) -> np.ndarray:
+def _atom_sums(value: np.ndarray, axis: int, power: int, block_bytes: int = 4 << 20) -> np.ndarray:
     """``Σ |v|^power`` over every axis but ``axis``, in float64, a few MB at a time.
 
     Blocks along ``axis`` bound the temporaries (a float64 copy of a whole 256 MB weight would
-    cost 512 MB more, three times over).
+    cost 512 MB more, three times over); the power is taken in place.
     """
     n = value.shape[axis]
     other = tuple(a for a in range(value.ndim) if a != axis)
@@ -76,8 +76,8 @@ def _atom_sums(value: np.ndarray, axis: int, power: int, block_bytes: int = 16 <
     index: list[slice] = [slice(None)] * value.ndim
     for s in range(0, n, step):
         index[axis] = slice(s, min(n, s + step))
-        blk = np.asarray(value[tuple(index)], dtype=np.float64)
-        blk = np.abs(blk) if power == 1 else np.square(blk)
+        blk = np.array(value[tuple(index)], dtype=np.float64)
+        blk = np.abs(blk, out=blk) if power == 1 else np.square(blk, out=blk)
         out[s : s + step] = blk.sum(axis=other) if other else blk
     return out
 

@@ -199,12 +199,18 @@ def split_weights(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, tuple[
 # ------------------------------------------------------------------------------------- writing
 
 
-def _shallow(message, skip: str):  # noqa: ANN001, ANN202 - a protobuf message of any type
-    """A copy of ``message`` without its field ``skip`` (that field is not copied at all)."""
+def _around(message, field_name: str) -> tuple[bytes, bytes]:  # noqa: ANN001 - any protobuf message
+    """``message`` serialized without ``field_name``, as the bytes before and after where that
+    field goes, so ``before + field + after`` is what ``SerializeToString`` gives.
+
+    A copy with the field set to an empty placeholder is serialized and split around it (the
+    order fields are written in is protobuf's own). The field itself is never read: reading a
+    tensor's ``raw_data``, ``ListFields`` or ``ByteSize`` copies its bytes.
+    """
     out = type(message)()
-    for field in message.DESCRIPTOR.fields:  # not ListFields: it would read ``skip`` too
+    for field in message.DESCRIPTOR.fields:
         name = field.name
-        if name == skip:
+        if name == field_name:
             continue
         if field.is_repeated:
             if len(getattr(message, name)):
@@ -214,7 +220,18 @@ def _shallow(message, skip: str):  # noqa: ANN001, ANN202 - a protobuf message o
                 getattr(out, name).CopyFrom(getattr(message, name))
             else:
                 setattr(out, name, getattr(message, name))
-    return out
+    field = message.DESCRIPTOR.fields_by_name[field_name]
+    if field.is_repeated:
+        getattr(out, field_name).add()
+    elif field.type == field.TYPE_MESSAGE:
+        getattr(out, field_name).SetInParent()
+    else:
+        setattr(out, field_name, b"")
+    data = out.SerializeToString()
+    for number, _, fstart, _, vend in _fields(data, 0, len(data)):
+        if number == field.number:
+            return data[:fstart], data[vend:]
+    raise AssertionError(f"placeholder for {field_name} not serialized")  # pragma: no cover
 
 
 def _frame(number: int, size: int) -> bytes:
@@ -235,11 +252,12 @@ def write_model(model: onnx.ModelProto, f, data=None, location: str = "", min_by
     """
     values = values or {}
     graph = model.graph
-    head = _shallow(model, "graph").SerializeToString()
-    body = _shallow(graph, "initializer").SerializeToString()
-    # (tensor serialized without its raw bytes, where those come from, their length, outside)
-    # (``ByteSize`` and ``ListFields`` would copy a tensor's bytes twice: neither is used on one)
-    pieces: list[tuple[bytes, np.ndarray | onnx.TensorProto | None, int, bool]] = []
+    # Each message is written around its big field in protobuf's own order: the same bytes.
+    head, tail = _around(model, "graph")
+    before, after = _around(graph, "initializer")
+    # (tensor fields before raw_data, where the raw bytes come from, their length, fields after)
+    pieces: list[tuple[bytes, np.ndarray | onnx.TensorProto | None, int, bytes]] = []
+    outside: list[int] = []
     for t in graph.initializer:
         v = values.get(t.name)
         if v is not None:
@@ -247,43 +265,43 @@ def write_model(model: onnx.ModelProto, f, data=None, location: str = "", min_by
         elif t.HasField("raw_data"):
             src, n = t, len(t.raw_data)
         else:
-            pieces.append((t.SerializeToString(), None, 0, False))
+            pieces.append((t.SerializeToString(), None, 0, b""))
             continue
-        rest = _shallow(t, "raw_data")
-        outside = data is not None and n >= min_bytes
-        if outside:
-            for key, value in (("location", location), ("offset", "0"), ("length", str(n))):
-                entry = rest.external_data.add()
-                entry.key, entry.value = key, value
-            rest.data_location = onnx.TensorProto.EXTERNAL
-        pieces.append((rest, src, n, outside))
+        if data is not None and n >= min_bytes:
+            outside.append(len(pieces))
+        first, last = _around(t, "raw_data")
+        pieces.append((first, src, n, last))
+    offsets: dict[int, int] = {}
     offset = 0
-    for k, (rest, src, n, outside) in enumerate(pieces):
-        if outside:
-            offset += -offset % 4096
-            rest.external_data[1].value = str(offset)
-            offset += n
-        if not isinstance(rest, bytes):
-            pieces[k] = (rest.SerializeToString(), src, n, outside)
-    sizes = [len(rest) + (0 if outside or src is None else len(_frame(_TENSOR_RAW, n)) + n)
-             for rest, src, n, outside in pieces]
-    total = len(body) + sum(len(_frame(_GRAPH_INITIALIZER, s)) + s for s in sizes)
+    for k in outside:  # the bytes go to ``data``; the tensor says where
+        first, src, n, last = pieces[k]
+        offset += -offset % 4096
+        offsets[k] = offset
+        ref = onnx.TensorProto.FromString(first + last)
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(n))):
+            entry = ref.external_data.add()
+            entry.key, entry.value = key, value
+        ref.data_location = onnx.TensorProto.EXTERNAL
+        pieces[k] = (ref.SerializeToString(), src, n, b"")
+        offset += n
+    sizes = [len(first) + len(last) + (0 if k in offsets or src is None else len(_frame(_TENSOR_RAW, n)) + n)
+             for k, (first, src, n, last) in enumerate(pieces)]
+    total = len(before) + len(after) + sum(len(_frame(_GRAPH_INITIALIZER, s)) + s for s in sizes)
     f.write(head)
     f.write(_frame(_MODEL_GRAPH, total))
-    f.write(body)
-    at = 0
-    for (rest, src, n, outside), size in zip(pieces, sizes):
+    f.write(before)
+    for k, ((first, src, n, last), size) in enumerate(zip(pieces, sizes)):
         f.write(_frame(_GRAPH_INITIALIZER, size))
-        f.write(rest)
-        if src is None:
-            continue
-        raw = src.raw_data if isinstance(src, onnx.TensorProto) else memoryview(np.ascontiguousarray(src)).cast("B")
-        if outside:
-            at += -at % 4096
-            data.seek(at)
-            data.write(raw)
-            at += n
-        else:
-            f.write(_frame(_TENSOR_RAW, n))
-            f.write(raw)
-        del raw
+        f.write(first)
+        if src is not None:
+            raw = src.raw_data if isinstance(src, onnx.TensorProto) else memoryview(np.ascontiguousarray(src)).cast("B")
+            if k in offsets:
+                data.seek(offsets[k])
+                data.write(raw)
+            else:
+                f.write(_frame(_TENSOR_RAW, n))
+                f.write(raw)
+            del raw
+        f.write(last)
+    f.write(after)
+    f.write(tail)

@@ -87,10 +87,14 @@ def test_save_is_atomic_on_failure(tmp_path: Path, monkeypatch):
     target = tmp_path / "out.onnx"
     target.write_bytes(b"previous")
 
-    def boom(*a, **k):
+    def boom(model, f, *a, **k):  # the disk fills up half way through the file
+        f.write(b"\x08\x08" * 100)
         raise OSError(28, "No space left on device")
 
+    import onnxprune.wire
+
     monkeypatch.setattr(onnx, "save_model", boom)
+    monkeypatch.setattr(onnxprune.wire, "write_model", boom)
     with pytest.raises(ModelSaveError, match="No space left"):
         save_proto(ZOO["vgg_like"](), target)
     assert target.read_bytes() == b"previous"
