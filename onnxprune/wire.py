@@ -26,7 +26,8 @@ __all__ = ["split_weights", "write_model"]
 #: Float initializers with at least this many elements are left in the file (the same bound as
 #: a shape probe's zero weights, so a probe of the returned model needs none of their bytes).
 LEAN_MIN_ELEMENTS = 4096
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+# bfloat16 is left to the ordinary path: the graph library converts it as it loads
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 
 # field numbers (onnx.proto)
 _MODEL_GRAPH = 7

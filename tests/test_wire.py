@@ -121,3 +121,36 @@ def test_export_leaves_weights_out_and_writing_from_the_arrays_gives_the_model(s
     back = onnx.load(str(out))
     assert _weights(back).keys() == _weights(whole).keys()
     assert all(np.array_equal(v, _weights(whole)[k]) for k, v in _weights(back).items())
+
+
+def _half_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each large weight stored as float16 and read through a Cast."""
+    casts = []
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size >= 4096:
+            t.CopyFrom(numpy_helper.from_array(a.astype(np.float16), t.name + "_h"))
+            casts.append(onnx.helper.make_node("Cast", [t.name], [t.name[:-2]], name=t.name + ".cast",
+                                               to=onnx.TensorProto.FLOAT))
+    nodes = casts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def test_half_precision_weights_load_from_the_file_as_they_are_stored(tmp_path: Path):
+    from onnxprune.cli import main
+
+    model = _half_weights(resnet_basic())
+    path = tmp_path / "half.onnx"
+    onnx.save_model(model, str(path))
+    _, refs = load_proto_deferred(path)
+    assert refs and all(r.data_type == onnx.TensorProto.FLOAT16 for r in refs.values())
+    lean, whole = graph.load(path), graph.load(model)
+    wa, wb = _weights(lean.to_proto()), _weights(whole.to_proto())
+    assert all(wa[k].dtype == wb[k].dtype and np.array_equal(wa[k], wb[k]) for k in wb)
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--check"]) == 0
+    pruned = onnx.load(str(out))
+    onnx.checker.check_model(pruned, full_check=True)
+    assert {t.data_type for t in pruned.graph.initializer if t.name.endswith("_h")} == {onnx.TensorProto.FLOAT16}
