@@ -557,6 +557,9 @@ def _add_search_parser(sub: Any) -> None:
     ps.add_argument("--labels", metavar="FILE.npy", help="labels for the calibration samples (adds accuracy)")
     ps.add_argument("--calib-samples", type=int, default=16, metavar="N",
                     help="calibration samples used (default 16)")
+    ps.add_argument("--holdout", type=float, default=0.25, metavar="SHARE",
+                    help="share of the calibration samples kept out of the statistics and reconstruction, "
+                    "on which candidates are ranked (default 0.25; the written model uses every sample)")
     ps.add_argument("--budget-minutes", type=float, metavar="N",
                     help="stop after N minutes and return the best candidate so far")
     ps.add_argument("--strategy", choices=("greedy", "evolution"), default="greedy",
@@ -1473,7 +1476,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     opts = SearchOptions(
         target_latency=args.target_latency, target_macs=args.target_macs, target_params=args.target_params,
         provider=args.ep, strategy=args.strategy, calib=args.calib, labels=args.labels,
-        calib_samples=args.calib_samples, budget_minutes=args.budget_minutes, seed=args.seed,
+        calib_samples=args.calib_samples, holdout=args.holdout, budget_minutes=args.budget_minutes, seed=args.seed,
         round_to=args.round_to, min_channels=args.min_channels, ignore=args.ignore,
         input_shapes=_input_shapes(args) or None, prune_hidden=args.prune_hidden, levels=levels,
         sensitivity_ratios=_ratio_list(args.sensitivity_ratios, "--sensitivity-ratios"), workers=args.workers,

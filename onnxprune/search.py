@@ -71,6 +71,7 @@ from .sensitivity import (
     Evaluator,
     Fidelity,
     SearchSpace,
+    calibration_stats,
     default_cache_dir,
     load_cached,
     load_calibration,
@@ -85,14 +86,14 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("greedy", "evolution")
 DEFAULT_LEVELS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
-#: a shortlisted candidate whose measured latency share is within this of the target counts as meeting it
+#: a candidate whose measured latency share is within this above the target counts as meeting it
 LATENCY_SLACK = 0.03
 #: a choice measured this far below the latency target (as a share) is searched again with a relaxed model
-RELAX_BELOW = 0.1
+RELAX_BELOW = 0.05
 #: a whole model faster than this is run back to back within each timing turn
 MIN_TURN_MS = 10.0
 #: rounds of "measure the choice, tighten the predicted target, search on" after the first
-MAX_REFINEMENTS = 2
+MAX_REFINEMENTS = 3
 Progress = Callable[[str, int, int, str], None]
 
 @dataclass
@@ -105,6 +106,8 @@ class SearchOptions:
     calib: str | None = None
     labels: str | None = None
     calib_samples: int = 16
+    #: share of the calibration samples kept out of the statistics (ranking, refit) to rank candidates on
+    holdout: float = 0.25
     budget_minutes: float | None = None
     seed: int = 0
     round_to: int = DEFAULT_ROUND_TO
@@ -353,6 +356,8 @@ class _Search:
             raise UsageError("--budget-minutes must be positive")
         if o.calib_samples < 1:
             raise UsageError("--calib-samples must be at least 1")
+        if not 0 <= o.holdout < 1:
+            raise UsageError("--holdout must be in [0, 1)")
         if o.batch is not None and o.batch < 1:
             raise UsageError("--batch must be at least 1")
         if o.criterion not in CRITERIA:
@@ -387,8 +392,14 @@ class _Search:
             self.calib = random_calibration(self.proto, o.input_shapes, o.calib_samples, o.seed)
         args = (self.model_bytes, self.input_shapes, o.ignore, o.prune_hidden, o.levels, o.round_to,
                 o.min_channels, o.criterion, o.seed, self.calib, 1,  # one thread: same numbers in any executor
-                o.reconstruct, o.refit)
+                o.reconstruct, o.refit, o.holdout)
         self.evaluator = Evaluator(*args)
+        fit, held = self.evaluator.fit_calib, self.evaluator.calib
+        if fit is not held:
+            log.info("statistics from %s; candidates ranked on %s", fit.source, held.source)
+        elif o.criterion in ACTIVATION_CRITERIA or o.reconstruct:
+            log.warning("candidates are ranked on the calibration samples their statistics were fitted on "
+                        "(--holdout 0, or a single sample): fidelity is flattered, most where the refit fits best")
         # the evaluator's analysis is the search's: one ranking of channels, one space
         self.model, self.dg, self.space = self.evaluator.model, self.evaluator.dg, self.evaluator.space
         if self.space.n_groups == 0:
@@ -485,7 +496,8 @@ class _Search:
         options = {"levels": levels, "sens_levels": sens_levels, "round_to": o.round_to, "min": o.min_channels,
                    "ignore": o.ignore, "criterion": o.criterion, "hidden": o.prune_hidden,
                    "reconstruct": [o.reconstruct, o.refit] if o.reconstruct else False,
-                   "shapes": self.input_shapes, "calib": self.calib.digest(), "seed": o.seed}
+                   "shapes": self.input_shapes, "calib": self.calib.digest(), "seed": o.seed,
+                   "holdout": o.holdout}
         self.sens_key = sensitivity_key(self.model_bytes, options)
         cache_dir = Path(o.cache_dir) if o.cache_dir else default_cache_dir()
         cached = load_cached(cache_dir, self.sens_key)
@@ -723,11 +735,65 @@ class _Search:
                        and self.feasible(c) and c is not best), key=lambda c: (c.loss, c.config))
         return [best] + feas[: n - 1]
 
-    def _check(self, best: Candidate, met: bool) -> tuple[Candidate, bool]:
-        """Times the shortlist and a few Pareto candidates end to end; picks on measured latency.
+    def _time(self, cands: Sequence[Candidate]) -> None:
+        """Times ``cands`` end to end, each in turns with the original; records measured shares."""
+        cands = list({c.config: c for c in cands if c.measured_ratio is None}.values())
+        if not cands:
+            return
+        ms = self._measure([c.config for c in cands], repeat=self.opts.repeat)
+        base_pred = self.lat.predict(self.space.removed(tuple([0] * self.space.n_groups)))
+        for c, m in zip(cands, ms[1:]):
+            c.measured_ms, c.measured_ratio = m, m / ms[0]
+            c.predicted_ratio = c.predicted_ms / base_pred
+            # every end-to-end measurement also refines the latency model for later rounds
+            self._fit_data[0].append(self.space.removed(c.config))
+            self._fit_data[1].append(c.measured_ratio * self.baseline_ms)
+            self._fit_data[2].append(f"checked ({c.source})")
 
-        Returns the choice and whether its measured latency share is within ``LATENCY_SLACK`` of
-        the target (True when there is no latency target).
+    def _meets(self, c: Candidate) -> bool:
+        """Measured within the latency target (``LATENCY_SLACK`` above it), and within the other targets."""
+        if self.user_target_ms is None or c.measured_ratio is None or c.fidelity is None:
+            return False
+        share = self.user_target_ms / self.baseline_ms
+        return (c.measured_ratio <= share * (1 + LATENCY_SLACK)
+                and (self.target_macs is None or c.macs <= self.target_macs)
+                and (self.target_params is None or c.params <= self.target_params))
+
+    def _time_uniform(self) -> None:
+        """Measures the uniform configurations around the target until the least pruned one that
+        meets it is known, so it is always among the candidates the choice is made from."""
+        uni = [self.cands[self.space.uniform(lv)] for lv in range(1, self.space.n_levels)]
+        # start at the least pruned uniform predicted within the target, and the one just above it
+        target = self.target_ms if self.target_ms is not None else 0.0
+        first = next((i for i, c in enumerate(uni) if c.predicted_ms <= target), len(uni) - 1)
+        self._time(uni[max(first - 1, 0): first + 1])
+        for _ in range(len(uni)):
+            measured = [i for i, c in enumerate(uni) if c.measured_ratio is not None]
+            ok = [i for i in measured if self._meets(uni[i])]
+            if not ok:
+                nxt = max(measured) + 1  # every measured one is too slow: prune more
+            elif min(ok) > 0 and uni[min(ok) - 1].measured_ratio is None:
+                nxt = min(ok) - 1  # a milder one may meet the target too
+            else:
+                break
+            if nxt >= len(uni):
+                break
+            self._time([uni[nxt]])
+        log.info("uniform, measured: %s", ", ".join(f"{self.space.levels[i + 1]:g}: {c.measured_ratio:.3f}"
+                                                    for i, c in enumerate(uni) if c.measured_ratio is not None))
+
+    def _pick(self) -> Candidate | None:
+        """The most faithful candidate measured within the targets, over every round (uniform ones included)."""
+        ok = [c for c in self.cands.values() if self._meets(c)]
+        return min(ok, key=lambda c: (c.loss, c.measured_ratio, c.config)) if ok else None
+
+    def _check(self, best: Candidate, met: bool) -> tuple[Candidate, bool]:
+        """Times the shortlist, the uniform configurations around the target and a few Pareto
+        candidates end to end; picks on measured latency.
+
+        Returns the most faithful candidate measured within the targets so far (every round, the
+        uniform ones included) and True, or, when none is, the fastest of the shortlist and False
+        (True with no latency target).
         """
         o = self.opts
         # the best few feasible candidates (the choice is confirmed on measured latency, not only
@@ -739,23 +805,15 @@ class _Search:
         step = max(1, len(front) // n_front)
         check = [c for c in shortlist if c.measured_ratio is None] + front[::step][:n_front]
         self.progress("checking", 0, 1, f"{len(check)} candidates end to end")
-        ms = self._measure([c.config for c in check], repeat=o.repeat) if check else [1.0]
-        base_pred = self.lat.predict(self.space.removed(tuple([0] * self.space.n_groups)))
-        for c, m in zip(check, ms[1:]):
-            c.measured_ms, c.measured_ratio = m, m / ms[0]
-            c.predicted_ratio = c.predicted_ms / base_pred
-            # every end-to-end measurement also refines the latency model for later rounds
-            self._fit_data[0].append(self.space.removed(c.config))
-            self._fit_data[1].append(c.measured_ratio * self.baseline_ms)
-            self._fit_data[2].append(f"checked ({c.source})")
+        self._time(check)
+        if self.user_target_ms is not None:
+            self._time_uniform()
         self.progress("checking", 1, 1, "")
         if self.user_target_ms is None:
             return best, True
-        # the target as a share of the original, compared with measured shares (drift cancels)
-        share = self.user_target_ms / self.baseline_ms
-        ok = [c for c in shortlist if c.measured_ratio is not None and c.measured_ratio <= share * (1 + LATENCY_SLACK)]
-        if ok:
-            return min(ok, key=lambda c: (c.loss, c.config)), True
+        pick = self._pick()
+        if pick is not None:
+            return pick, True
         return min(shortlist, key=lambda c: (c.measured_ratio or float("inf"), c.loss, c.config)), False
 
     def run(self) -> SearchResult:
@@ -772,44 +830,49 @@ class _Search:
         self.user_target_ms = self.target_ms
         start: tuple[int, ...] | None = None
         self.stages["search_s"] = self.stages["check_s"] = 0.0
-        best_ok: Candidate | None = None  # the most faithful choice measured within the target so far
         for attempt in range(1 + MAX_REFINEMENTS):
             t = time.monotonic()
             getattr(self, o.strategy)(start)
             self.stages["search_s"] += time.monotonic() - t
-            best, met = self.choose()
+            chosen, met = self.choose()  # this round's choice, on predicted latency
             t = time.monotonic()
-            best, measured_ok = self._check(best, met)
+            best, measured_ok = self._check(chosen, met)
             self.stages["check_s"] += time.monotonic() - t
-            if met and measured_ok and (best_ok is None or (best.loss, best.config) < (best_ok.loss, best_ok.config)):
-                best_ok = best
             if not met or self.out_of_time() or attempt == MAX_REFINEMENTS or self.user_target_ms is None:
                 break
             share = self.user_target_ms / self.baseline_ms
-            measured, predicted = best.measured_ratio or 1.0, best.predicted_ratio or 1.0
-            if measured_ok and measured >= share * (1 - RELAX_BELOW):
-                break
+            if measured_ok and (best.measured_ratio or 1.0) >= share * (1 - RELAX_BELOW):
+                break  # the pick lands within the window below the target
             # refit the latency model with every measurement so far, then move the predicted
-            # target by what remains of the error at the choice: tighter where the model
+            # target by what remains of the error at this round's choice: tighter where the model
             # underestimated it (search on from the choice), looser where it overestimated it
             # (search again from the unpruned model, the choice being faster than it need be)
             self._refit_latency()
-            self.target_ms = self.user_target_ms * best.predicted_ms / (measured * self.baseline_ms)
-            start = None if measured_ok else best.config
-            why = "latency measured well below target" if measured_ok else "latency measured above target"
+            measured = chosen.measured_ratio or 1.0
+            above = measured > share * (1 + LATENCY_SLACK)
+            if not above and measured >= share * (1 - RELAX_BELOW):
+                break  # the round's choice landed; the pick is more faithful still, and faster
+            self.target_ms = self.user_target_ms * chosen.predicted_ms / (measured * self.baseline_ms)
+            start = chosen.config if above else None
+            why = "latency measured above target" if above else "latency measured well below target"
             log.info("measured %.3f vs predicted %.3f of the original: searching again toward %.3f ms predicted",
-                     measured, predicted, self.target_ms)
+                     measured, chosen.predicted_ratio or 1.0, self.target_ms)
             self.progress("refining", attempt + 1, MAX_REFINEMENTS, why)
-        if best_ok is not None:
-            best, met = best_ok, True
-        elif met:
-            met = False
-            log.warning("no candidate measured within %.0f%% of the latency target; the fastest "
-                        "measured one is returned", 100 * LATENCY_SLACK)
+        if self.user_target_ms is not None and met:
+            pick = self._pick()
+            if pick is not None:
+                best = pick
+            else:
+                met = False
+                log.warning("no candidate measured within %.0f%% of the latency target; the fastest "
+                            "measured one is returned", 100 * LATENCY_SLACK)
         t = time.monotonic()
         model = load(onnx.load_from_string(self.model_bytes), self.input_shapes)
         dg = build_depgraph(model, o.ignore, o.prune_hidden)
         stats = self.evaluator.stats
+        if self.evaluator.fit_calib is not self.evaluator.calib:
+            # ranked on held-out samples; written as `onnxprune prune` would write it, from all of them
+            stats = calibration_stats(model, self.proto, self.calib, o.criterion, o.reconstruct, o.refit, o.seed)
         space = SearchSpace(dg, o.levels, o.round_to, o.min_channels, o.criterion, o.seed, stats)
         pr = prune(model, plan=space.plan(best.config), depgraph=dg, reconstruct=o.reconstruct, refit=o.refit,
                    stats=stats)

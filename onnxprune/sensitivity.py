@@ -22,6 +22,12 @@ real evaluations to decide. The table is cached under a key made of the model's 
 calibration inputs and every option that changes it, so a second search on the same model
 reuses it.
 
+**Held-out ranking.** With activation statistics (an activation-aware criterion, or
+reconstruction), a candidate's channels and refit weights are fitted to the calibration inputs;
+its fidelity on those same inputs flatters the refit (on a few samples a least-squares layer
+nearly reproduces them whatever was removed). :func:`split_calibration` therefore keeps every
+k-th sample out of the fit, and the :class:`Evaluator` scores candidates only on those.
+
 Calibration data: ``--calib DIR`` reads ``.npz`` (arrays named after graph inputs; ``labels``,
 ``y`` or ``targets`` as labels; a single-input model also takes one unnamed array) and ``.npy``
 files (one array for a single-input model, or a file named after the input). Arrays are
@@ -64,6 +70,8 @@ __all__ = [
     "Evaluator",
     "load_calibration",
     "random_calibration",
+    "split_calibration",
+    "calibration_stats",
     "sensitivity_key",
     "load_cached",
     "save_cached",
@@ -138,6 +146,41 @@ def random_calibration(proto: onnx.ModelProto, input_shapes: dict[str, list[int]
     feeds = plan.make(seed=seed, batch=samples if plan.batch_free else None)
     n = samples if plan.batch_free else plan.batch_size
     return Calibration(feeds, None, f"random ({n} samples, seed {seed})")
+
+
+def split_calibration(calib: Calibration, share: float) -> tuple[Calibration, Calibration]:
+    """``(fit, held_out)``: ``round(share · n)`` samples spread evenly over the ``n`` (every k-th) held out.
+
+    Evenly spread rather than the last ones, because calibration files are often ordered by
+    source (crops of one photograph, sentences of one document). With ``share <= 0`` or fewer
+    than two samples there is nothing to hold out, and both are ``calib`` itself.
+    """
+    n = _n_samples(calib)
+    k = min(n - 1, round(share * n)) if share > 0 else 0
+    if k < 1:
+        return calib, calib
+    hold = (np.arange(k) * n) // k + (n // k - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[hold] = True
+
+    def part(m: np.ndarray, what: str) -> Calibration:
+        feeds = {name: (v[m] if v.ndim and v.shape[0] == n else v) for name, v in calib.feeds.items()}
+        labels = calib.labels[m] if calib.labels is not None else None
+        return Calibration(feeds, labels, f"{calib.source}, {int(m.sum())} {what}")
+
+    return part(~mask, "fitted"), part(mask, "held out")
+
+
+def calibration_stats(model: Model, proto: onnx.ModelProto, calib: Calibration, criterion: str,
+                      reconstruct: bool, refit: bool, seed: int) -> CalibrationStats | None:
+    """The statistics ``onnxprune prune`` gathers on ``calib``: channel activations, and with a
+    refit the Gram matrix of every weighted layer's input; None when neither is needed."""
+    if criterion not in ACTIVATION_CRITERIA and not reconstruct:
+        return None
+    consumers = find_consumers(model)
+    batches = _batched([calib.feeds], proto, n_samples=_n_samples(calib), batch_size=32, seed=seed)
+    grams = [c.node for c in consumers] if reconstruct and refit else []
+    return collect_stats(model, batches, consumers, channels=True, grams=grams, seed=seed, proto=proto)
 
 
 @dataclass
@@ -238,25 +281,26 @@ class Evaluator:
     --reconstruct`` would (:mod:`onnxprune.reconstruct`), without running the model again. Gram
     matrices take ``8·K²`` bytes per layer (``K`` = input features, ``C_in·k_h·k_w`` for a Conv),
     in every worker.
+
+    With ``holdout > 0`` and statistics to gather, the statistics are gathered on the calibration
+    samples outside the held-out share (:func:`split_calibration`) and fidelity is measured on the
+    held-out ones only (``fit_calib`` and ``calib``); without statistics nothing is fitted, and
+    every sample scores.
     """
 
     def __init__(self, model_bytes: bytes, input_shapes: dict[str, list[int]] | None, ignore: list[str] | None,
                  prune_hidden: bool, levels: Sequence[float], round_to: int, min_channels: int, criterion: str,
                  seed: int, calib: Calibration, threads: int = 1, reconstruct: bool = False,
-                 refit: bool = True) -> None:
+                 refit: bool = True, holdout: float = 0.0) -> None:
         self.proto = onnx.load_from_string(model_bytes)
         self.model = load(self.proto, input_shapes)
         self.dg = build_depgraph(self.model, ignore, prune_hidden)
         self.reconstruct, self.refit = reconstruct, refit
-        self.stats: CalibrationStats | None = None
-        if criterion in ACTIVATION_CRITERIA or reconstruct:
-            consumers = find_consumers(self.model)
-            batches = _batched([calib.feeds], self.proto, n_samples=_n_samples(calib), batch_size=32, seed=seed)
-            grams = [c.node for c in consumers] if reconstruct and refit else []
-            self.stats = collect_stats(self.model, batches, consumers, channels=True, grams=grams, seed=seed,
-                                       proto=self.proto)
+        fits = criterion in ACTIVATION_CRITERIA or reconstruct
+        self.fit_calib, held = split_calibration(calib, holdout) if fits else (calib, calib)
+        self.stats = calibration_stats(self.model, self.proto, self.fit_calib, criterion, reconstruct, refit, seed)
         self.space = SearchSpace(self.dg, levels, round_to, min_channels, criterion, seed, self.stats)
-        self.calib, self.threads = calib, threads
+        self.calib, self.threads = held, threads
         self.refs = self._run(self.model.to_proto())
 
     def _run(self, proto: onnx.ModelProto) -> list[np.ndarray]:

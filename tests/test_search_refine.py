@@ -85,8 +85,9 @@ def test_search_with_reconstruction_writes_what_it_evaluated(tmp_path):
     onnx.save(_mlp(hidden=16), path)
     cal = tmp_path / "calib.npz"
     np.savez(cal, x=_calib(64).feeds["x"])
+    # holdout 0: ranked on the samples it fits, so the written model is the evaluated one
     opts = SearchOptions(target_macs="0.85x", calib=str(cal), criterion="wanda", reconstruct=True,
-                         cache_dir=str(tmp_path / "c"), levels=(0.0, 0.125, 0.25), **FAST)
+                         cache_dir=str(tmp_path / "c"), levels=(0.0, 0.125, 0.25), holdout=0.0, **FAST)
     res = search(path, opts)
     assert res.met
     assert_valid(res.proto)
