@@ -23,6 +23,13 @@ each model:
    uniform fidelity at the searched model's measured latency, and the uniform latency at the
    searched model's fidelity.
 
+``--models reid`` and ``--models minilm`` take the pretrained networks and real inputs of
+``tools/bench_heal.py`` (a MobileNetV2 re-id embedder on crops of photographs, a MiniLM sentence
+encoder on docstring sentences): the search gets ``--calib-samples`` of their calibration inputs
+(shuffled, so every source is in), held-out fidelity is their metric (embedding cosine, and
+nearest-neighbour agreement) on their test inputs, which come from other photographs and
+other modules, and latency is timed on a test input at ``--batch``.
+
 Results go to ``--out-md`` (the section between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``,
 ``--section NAME``, default ``search``),
 plots to ``docs/figures/search-<model>.png`` (``search-<model>-<strategy>.png`` for a strategy
@@ -85,6 +92,26 @@ def _trained_split(path: Path) -> tuple[dict, dict] | None:
     return cal, held
 
 
+def _task_entry(name: str, workdir: Path, samples: int) -> dict:
+    """A real model and its real inputs from ``tools/bench_heal.py``: calibration and test disjoint.
+
+    The calibration samples are shuffled (seed 0) before the first ``samples`` are written, so they
+    come from every source (crops of every photograph, sentences of every module), not the first few.
+    """
+    import bench_heal
+
+    task = bench_heal.TASKS[name]()
+    calib = {k: np.concatenate([b[k] for b in task.calib]) for k in task.calib[0]}
+    n = len(next(iter(calib.values())))
+    order = np.random.default_rng(0).permutation(n)[:samples]
+    folder = workdir / f"{name}-calib"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.np[yz]"):
+        old.unlink()
+    np.savez(folder / "calib.npz", **{k: v[order] for k, v in calib.items()})
+    return {"path": str(task.model), "kind": "task", "task": task, "calib_dir": folder}
+
+
 def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -> dict:
     import onnx
 
@@ -96,7 +123,8 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
 
     t0 = time.monotonic()
     path = Path(entry["path"])
-    calib_dir = None
+    calib_dir = entry.get("calib_dir")
+    task = entry.get("task")
     split = _trained_split(path) if entry["kind"] == "trained" else None
     if split is not None:
         calib_dir = workdir / f"{name}-calib"
@@ -118,6 +146,8 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
                          batch=args.batch if args.batch > 1 else None)
     if opts.criterion != "l1" or opts.reconstruct:
         opts.calib = opts.calib or "random"
+    if task is not None:  # timed at the sizes of the real inputs (e.g. the sentences' token count)
+        opts.input_shapes = {k: [args.batch, *v.shape[1:]] for k, v in task.test[0].items()}
     res = search(str(path), opts, progress=progress)
     searched = workdir / f"{name}-searched.onnx"
     save_result(res, searched, workdir / f"{name}-report", protect=(str(path),))
@@ -145,7 +175,18 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
     # held-out fidelity
     sess = session(str(path))
     labels = None
-    if split is not None and len(split[1]["x"]):
+    if task is not None:
+        from onnxprune.sensitivity import Fidelity
+
+        t_refs = [session(str(path)).run(None, f) for f in task.test]
+
+        def task_fid(p: Path) -> Fidelity:
+            s2 = session(str(p))
+            m = task.metrics(t_refs, [s2.run(None, f) for f in task.test])
+            return Fidelity(1.0 - m["cosine"], m["cosine"], 0.0, m.get("NN agreement"))
+    if task is not None:
+        feeds = task.test[0]
+    elif split is not None and len(split[1]["x"]):
         feeds = {split[1]["name"]: split[1]["x"]}
         labels = split[1]["y"]
     else:
@@ -157,11 +198,16 @@ def run_model(name: str, entry: dict, args: argparse.Namespace, workdir: Path) -
         outs = [np.asarray(o) for o in session(str(p)).run(None, feeds)]
         return _fidelity(refs, outs, labels)
 
+    if task is not None:
+        fid = task_fid  # noqa: F811 - the task's own metrics on its held-out inputs
     f_s = fid(searched)
     f_u = {r: fid(p) for r, p in uniform.items()}
     base_acc = _fidelity(refs, refs, labels).accuracy
     batch_dyn = not isinstance(sess.get_inputs()[0].shape[0], int)
-    lat_feeds = make_feeds(sess, seed=7, batch=args.batch if batch_dyn else 1)
+    if task is not None:  # real inputs at the serving batch size
+        lat_feeds = {k: v[: args.batch] for k, v in task.test[0].items()}
+    else:
+        lat_feeds = make_feeds(sess, seed=7, batch=args.batch if batch_dyn else 1)
     print(f"  {_stamp(t0)} {name}: timing searched and {len(uniform)} uniform models, each in turns with the "
           "original", flush=True)
     # one pair (original, model) per loop, as `onnxprune compare` does: which models share a loop
@@ -375,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     names = list(args.models)
-    entries = prepare_models(names, workdir)
+    tasks = [n for n in names if n in ("reid", "minilm")]
+    entries = prepare_models([n for n in names if n not in tasks], workdir) if len(tasks) < len(names) else {}
+    for n in tasks:
+        entries[n] = _task_entry(n, workdir, args.calib_samples)
     results = []
     for name in names:
         print(f"== {name}", flush=True)
