@@ -19,20 +19,22 @@ The pipeline (each stage reports progress and respects the time budget):
      mutation, repair to feasibility by raising the levels with the best surrogate trade) on
      the surrogate loss, whose final elite is evaluated for real.
 
-4. **Choice and check**: the three best really evaluated feasible candidates and a few Pareto
-   candidates are timed end to end, each in turns with the original; the latency model's
-   prediction error on them is reported, and of the three the most faithful one whose measured
-   latency share is within 3 % of the target is chosen. When none is, or when the choice runs
-   more than 10 % under the target, the latency model is refit with every measurement so far,
-   the predicted target is moved by the error left at the choice, and the search runs again (at
-   most twice); the most faithful choice measured within the target is pruned with
-   :func:`onnxprune.api.prune` (checker + onnxruntime validation) and written atomically. (A
-   model-based search drifts toward candidates whose latency its model gets wrong; the
-   measurement catches them.)
+4. **Choice and check**: the three best really evaluated feasible candidates, a few Pareto
+   candidates and the uniform configurations around the target are timed end to end, each in
+   turns with the original; the latency model's prediction error on them is reported, and the
+   most faithful candidate measured within 3 % above the target over every round (uniform ones
+   included) is chosen, once a second timing confirms it. When none is, or when the choice runs
+   more than 5 % under the target, the latency model is refit with every measurement so far,
+   the predicted target is moved by the error left at the round's choice, and the search runs
+   again (at most three times); the choice is pruned with :func:`onnxprune.api.prune` (checker +
+   onnxruntime validation) and written atomically. (A model-based search drifts toward
+   candidates whose latency its model gets wrong; the measurement catches them.)
 
 Candidates are pruned as ``onnxprune prune`` would prune them: channels ranked by
 ``criterion`` (activation-aware ones from the calibration data) and, with ``reconstruct``, the
-layers that lose inputs refit (or bias-compensated) from statistics gathered once.
+layers that lose inputs refit (or bias-compensated) from statistics gathered once, on the
+calibration samples outside ``holdout``; candidates are ranked on the held-out ones, and the
+choice is written from the statistics of every sample.
 
 Fidelity evaluations run in a process pool (``concurrent.futures.ProcessPoolExecutor``) or on a
 Ray cluster (``executor="ray"``, ``pip install 'onnxprune[search-ray]'``); timing always runs
