@@ -180,6 +180,7 @@ def test_refinement_relaxes_when_the_choice_runs_faster_than_predicted(tmp_path,
     (["--reconstruct"], "needs calibration data"),
     (["--bias-only"], "--bias-only needs --reconstruct"),
     (["--batch", "0"], "--batch must be at least 1"),
+    (["--holdout", "1"], "--holdout must be in [0, 1)"),
 ])
 def test_cli_option_errors(tmp_path, capsys, argv, fragment):
     path = tmp_path / "mlp.onnx"
