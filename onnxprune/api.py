@@ -26,6 +26,7 @@ from .calibration import (
     Progress,
     collect_cross_stats,
     collect_stats,
+    collect_tensor_stats,
     find_consumers,
     load_calibration,
 )
@@ -36,13 +37,16 @@ from .importance import ACTIVATION_CRITERIA, channel_importance
 from .io import fill_weights, load_proto, save_proto, trim_memory
 from .plan import DEFAULT_ROUND_TO, Plan, global_plan, parse_target, ratio_for_target, uniform_plan
 from .profile import LINEAR_OPS, CostModel, Profile, profile
-from .reconstruct import RefitReport, consumer_cuts, correct
+from .reconstruct import RefitReport, affine_layers, consumer_cuts, correct, match_statistics
 from .reconstruct import reconstruct as reconstruct_model
 from .verify import validate
 
 __all__ = ["Analysis", "PruneResult", "analyze", "prune"]
 
 log = logging.getLogger(__name__)
+
+#: calibration samples that statistics matching measures means and variances on (per stage)
+STATS_SAMPLES = 256
 
 Source = str | os.PathLike[str] | onnx.ModelProto | Model
 
@@ -189,6 +193,31 @@ def feedback_stages(model: Model, layers: list[tuple[Any, gs.Node, tuple[int, ..
     return [stages[k] for k in sorted(stages)]
 
 
+def _match_stats(model: Model, original: onnx.ModelProto, kept: dict[tuple[str, int], np.ndarray],
+                 calib: Calibration, stage: Callable[[str], None], progress: Progress | None) -> int:
+    """Statistics matching of every pruned layer, stage by stage; returns the layers rewritten."""
+    names = {t for n in original.graph.node for t in n.output}
+    layers = affine_layers(model, kept, names)
+    if not layers:
+        return 0
+    batches, n = [], 0
+    for b in calib.batches:
+        if n >= STATS_SAMPLES:
+            break
+        batches.append(b)
+        n += len(next(iter(b.values())))
+    stage("measuring the original's channel statistics")
+    target = collect_tensor_stats(original, {la.tensor: la.axis for la in layers}, batches, progress)
+    nodes = {nd.name: nd for nd in model.graph.nodes}
+    stages = feedback_stages(model, [(la, nodes[la.consumer.node], ()) for la in layers])
+    done = 0
+    for k, chunk in enumerate(stages):
+        stage(f"matching channel statistics, stage {k + 1}/{len(stages)}")
+        now = collect_tensor_stats(model.to_proto(), {la.tensor: la.axis for la, _, _ in chunk}, batches, progress)
+        done += match_statistics(model, [la for la, _, _ in chunk], target, now)
+    return done
+
+
 def _reference(source: Source, model: Model) -> str | onnx.ModelProto | None:
     """What a pruned model is checked against: the file or proto it came from."""
     if isinstance(source, (str, os.PathLike)):
@@ -225,6 +254,7 @@ def prune(
     target_macs: str | float | None = None,
     target_params: str | float | None = None,
     on_stage: Callable[[str], None] | None = None,
+    match_stats: bool = False,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group and validates the result.
 
@@ -272,6 +302,11 @@ def prune(
             ``global_ranking``) whose plan lands at or under it is chosen.
         target_params: the same for parameters (both may be given; both are met).
         on_stage: called with what is being done ("loading", "analysing", ...) as each step starts.
+        match_stats: last, give every pruned layer's kept output channels the mean and variance
+            they have in the original model on the first :data:`STATS_SAMPLES` calibration
+            samples, by a per-channel scale and shift folded into the layer's weights and bias
+            (:func:`~onnxprune.reconstruct.match_statistics`), stage by stage in dependency
+            order; each stage runs the pruned model over those samples once.
     """
     stage = on_stage or (lambda _: None)
     if depgraph is not None:
@@ -288,6 +323,8 @@ def prune(
     # on inputs of exactly those sizes.
     expected = {t.name: model.shapes.get(t.name) for t in model.graph.outputs}
     needs_stats = plan is None and criterion in ACTIVATION_CRITERIA
+    if match_stats and calibration is None:
+        raise PlanError("statistics matching needs calibration data (a folder of .npy/.npz or images, or 'random')")
     if (needs_stats or reconstruct) and calibration is None and stats is None:
         raise PlanError(
             f"{'reconstruction' if reconstruct else f'criterion {criterion!r}'} needs calibration "
@@ -295,7 +332,7 @@ def prune(
         )
     calib: Calibration | None = None
     given = stats is not None
-    use_calib = calibration is not None and (needs_stats or reconstruct)
+    use_calib = calibration is not None and (needs_stats or reconstruct or match_stats)
     consumers = find_consumers(model) if use_calib else []
     original = model.to_proto() if use_calib else None
     if use_calib:
@@ -342,6 +379,7 @@ def prune(
             more.channels = stats.channels
             more.grams = {**stats.grams, **more.grams}
         stats = more
+    kept = dg.kept_indices(plan.removed) if match_stats else {}
     stage("removing channels")
     apply_plan(dg, plan)
     if cuts and stats:
@@ -360,6 +398,8 @@ def prune(
                                             seed=seed, progress=progress)
                 names = {c.node for c, _, _ in chunk}
                 correct(model, [c for c in cuts if c.consumer.node in names], cross, ridge)
+    if kept and calib is not None and original is not None:
+        _match_stats(model, original, kept, calib, stage, progress)
     del original
     reference = _reference(source, model)
     if plan.n_removed == 0 and not reports and isinstance(source, (str, os.PathLike, onnx.ModelProto)):

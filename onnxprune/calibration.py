@@ -64,6 +64,7 @@ __all__ = [
     "model_inputs",
     "CrossGramStats",
     "collect_cross_stats",
+    "collect_tensor_stats",
 ]
 
 log = logging.getLogger(__name__)
@@ -868,4 +869,26 @@ def collect_cross_stats(
             done += 1
             if progress is not None:
                 progress(done, total)
+    return out
+
+
+def collect_tensor_stats(
+    proto: onnx.ModelProto,
+    taps: dict[str, int],
+    batches: list[dict[str, np.ndarray]],
+    progress: Progress | None = None,
+) -> dict[str, ChannelStats]:
+    """Per-channel :class:`ChannelStats` of the tensors ``taps`` (name -> channel axis) over ``batches``."""
+    inputs = {i.name for i in model_inputs(proto)}
+    names = sorted(t for t in taps if t not in inputs)
+    sess = tapped_session(proto, names) if names else None
+    out: dict[str, ChannelStats] = {}
+    for done, feeds in enumerate(batches, 1):
+        values = {t: feeds[t] for t in taps if t in inputs}
+        if sess is not None:
+            values.update(zip(names, sess.run(names, feeds)))
+        for name, axis in taps.items():
+            out.setdefault(name, ChannelStats()).update(values[name], axis)
+        if progress is not None:
+            progress(done, len(batches))
     return out

@@ -224,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --reconstruct: refit N more times on the inputs the layers receive in "
                     "the pruned model, so earlier layers' errors are absorbed; each pass runs both "
                     "models over the calibration data again (default 0: one-shot)")
+    pc.add_argument("--match-stats", action="store_true",
+                    help="last, give every pruned layer's kept output channels the mean and variance "
+                    "they have in the original on 256 calibration samples (a per-channel scale and "
+                    "shift folded into the layer); runs the pruned model over them once per "
+                    "dependency stage")
     pc.add_argument("--bias-only", action="store_true",
                     help="with --reconstruct: only compensate biases for the removed channels' mean "
                     "contribution (no refit of weights)")
@@ -731,8 +736,9 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         return _prune_folder(args, console)
     out = args.output or _default_output(args.model)
     check_destination(out, (args.model,))
-    if (args.reconstruct or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
-        need = "--reconstruct" if args.reconstruct else f"--criterion {args.criterion}"
+    if (args.reconstruct or args.match_stats or args.criterion in ACTIVATION_CRITERIA) and not args.calib:
+        need = "--reconstruct" if args.reconstruct else "--match-stats" if args.match_stats else \
+            f"--criterion {args.criterion}"
         raise UsageError(f"{need} needs calibration data: --calib DIR|FILE|random")
     if args.feedback_passes < 0:
         raise UsageError(f"--feedback-passes must be >= 0, got {args.feedback_passes}")
@@ -783,6 +789,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
             progress=bar,
             correction_passes=args.feedback_passes,
             on_stage=bar.on_stage,
+            match_stats=args.match_stats,
         )
         if not args.heal:
             bar.on_stage(f"writing {out}")

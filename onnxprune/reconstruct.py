@@ -40,6 +40,16 @@ The first refit targets the original model's layer output from the original mode
 (one-shot). :func:`correct` then refits again on the inputs each layer receives in the pruned
 model (both models run side by side on the calibration data), so errors left by earlier layers
 are compensated instead of accumulating through a deep network.
+
+*Statistics matching* (:func:`match_statistics`, no Gram matrices) works on a pruned layer's
+outputs instead: each kept output channel ``t`` (after the layer's bias) is mapped to
+``t' = a·t + s`` with ``a = σ_o/σ_p`` and ``s = μ_o - a·μ_p``, where ``μ, σ`` are the channel's
+mean and standard deviation on calibration data in the original (``o``) and the pruned (``p``)
+model. The map folds into the layer: its weight's output slices are scaled by ``a`` and its bias
+becomes ``a·b + s``, so the layer's outputs get the original's first two moments per channel,
+the repair a BatchNorm after the layer would make with re-estimated running statistics. Layers are
+matched stage by stage in dependency order, so each is measured on inputs the layers before it
+already repaired.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ import onnx_graphsurgeon as gs
 
 from .calibration import (
     CalibrationStats,
+    ChannelStats,
     Consumer,
     CrossGramStats,
     channel_key,
@@ -62,7 +73,17 @@ from .depgraph import DepGraph
 from .graph import Model, const_value, set_const_value
 from .plan import Plan
 
-__all__ = ["Cut", "RefitReport", "consumer_cuts", "reconstruct", "correct", "refit_weights"]
+__all__ = [
+    "AffineLayer",
+    "Cut",
+    "RefitReport",
+    "affine_layers",
+    "consumer_cuts",
+    "correct",
+    "match_statistics",
+    "reconstruct",
+    "refit_weights",
+]
 
 log = logging.getLogger(__name__)
 
@@ -304,3 +325,119 @@ def reconstruct(
     log.info("reconstruction: %d consumers refit, %d bias-compensated, %d skipped",
              n_refit, n_bias, len(reports) - n_refit - n_bias)
     return reports
+
+
+@dataclass
+class AffineLayer:
+    """A pruned layer whose output channels can take a per-channel affine map into its weights.
+
+    ``tensor`` is what gets matched: the layer's output, or for a MatMul the end of the chain of
+    constant Adds (its bias) that follows it; ``kept_out`` are the original's output channels
+    that remain, in order (None: all).
+    """
+
+    consumer: Consumer
+    tensor: str
+    axis: int
+    kept_out: np.ndarray | None
+
+
+def _bias_chain(node: gs.Node, n: int, outputs: set[str]) -> tuple[gs.Tensor, np.ndarray]:
+    """The last tensor of the constant-vector Adds after ``node`` and the sum of those vectors."""
+    t, total = node.outputs[0], np.zeros(n)
+    while len(t.outputs) == 1 and t.outputs[0].op == "Add" and t.name not in outputs:
+        add = t.outputs[0]
+        other = add.inputs[1] if add.inputs[0] is t else add.inputs[0]
+        ov = const_value(other)
+        if ov is None or ov.size not in (1, n) or (ov.ndim >= 1 and ov.shape[-1] not in (1, n)):
+            break
+        total = total + np.broadcast_to(np.asarray(ov, np.float64).reshape(-1), (n,))
+        t = add.outputs[0]
+    return t, total
+
+
+def affine_layers(model: Model, kept: dict[tuple[str, int], np.ndarray], reference: set[str]) -> list[AffineLayer]:
+    """The Conv (any group), Gemm and MatMul layers of ``model`` that pruning changed.
+
+    ``kept`` is :meth:`~onnxprune.depgraph.DepGraph.kept_indices` of the plan (taken before it
+    was applied); a layer qualifies when its weight lost input or output channels, its weight is
+    its own, and the tensor to match also exists in the original model (``reference`` names).
+    """
+    outputs = {t.name for t in model.graph.outputs}
+    out: list[AffineLayer] = []
+    for node in model.graph.nodes:
+        if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+            continue
+        x, w = node.inputs[0], node.inputs[1]
+        wv = const_value(w)
+        if wv is None or const_value(x) is not None or wv.dtype.kind != "f" or len(w.outputs) > 1:
+            continue
+        if node.op == "Conv":
+            c = Consumer(node.name, "Conv", x.name, w.name, 1, 0, 1, int(np.prod(wv.shape[2:])))
+        elif node.op == "Gemm":
+            if int(node.attrs.get("transA", 0)) or wv.ndim != 2 or float(node.attrs.get("beta", 1.0)) == 0:
+                continue
+            tb = int(node.attrs.get("transB", 0))
+            c = Consumer(node.name, "Gemm", x.name, w.name, 1 if tb else 0, 0 if tb else 1, 1, 1)
+        else:
+            if wv.ndim != 2:
+                continue
+            c = Consumer(node.name, "MatMul", x.name, w.name, 0, 1, -1, 1)
+        if (w.name, c.w_in) not in kept and (w.name, c.w_out) not in kept:
+            continue
+        if c.op in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2].name:
+            bv = const_value(node.inputs[2])
+            if bv is None or bv.size not in (1, wv.shape[c.w_out]):
+                continue
+        tensor = _bias_chain(node, wv.shape[c.w_out], outputs)[0] if c.op == "MatMul" else node.outputs[0]
+        if tensor.name not in reference:
+            continue
+        out.append(AffineLayer(c, tensor.name, 1 if c.op == "Conv" else -1, kept.get((w.name, c.w_out))))
+    return out
+
+
+def match_statistics(
+    model: Model,
+    layers: list[AffineLayer],
+    target: dict[str, ChannelStats],
+    current: dict[str, ChannelStats],
+) -> int:
+    """Folds ``t' = a·t + s`` into each layer so its channels get the ``target`` mean and variance.
+
+    ``target`` holds the original model's statistics of each layer's tensor, ``current`` the
+    pruned model's (both by tensor name). A channel whose pruned variance is zero keeps its scale
+    and only moves its mean. Returns the number of layers rewritten.
+    """
+    nodes = {n.name: n for n in model.graph.nodes}
+    outputs = {t.name for t in model.graph.outputs}
+    done = 0
+    for layer in layers:
+        c, node = layer.consumer, nodes.get(layer.consumer.node)
+        o, p = target.get(layer.tensor), current.get(layer.tensor)
+        if node is None or o is None or p is None or o.mean is None or p.mean is None:
+            continue
+        w = np.asarray(const_value(node.inputs[1]))
+        n = w.shape[c.w_out]
+        idx = layer.kept_out if layer.kept_out is not None else np.arange(n)
+        if len(idx) != n or len(p.mean) != n or len(o.mean) <= int(idx.max(initial=0)):
+            log.info("%s '%s': channels of '%s' do not line up; left as it is", c.op, c.node, layer.tensor)
+            continue
+        mu_o, var_o, mu_p, var_p = o.mean[idx], o.var[idx], p.mean, p.var
+        live = var_p > 1e-12 * max(float(var_p.max(initial=0.0)), 1e-30)
+        a = np.where(live, np.sqrt(var_o / np.where(live, var_p, 1.0)), 1.0)
+        s = mu_o - a * mu_p
+        shape = [1] * w.ndim
+        shape[c.w_out] = n
+        set_const_value(node.inputs[1], np.ascontiguousarray((w * a.reshape(shape)).astype(w.dtype)))
+        if c.op == "MatMul":
+            _, b = _bias_chain(node, n, outputs)
+            _write_bias(model, node, c, (a - 1) * b + s, w.dtype)
+        else:
+            beta = float(node.attrs.get("beta", 1.0)) if c.op == "Gemm" else 1.0
+            has = len(node.inputs) > 2 and node.inputs[2].name
+            b = np.broadcast_to(np.asarray(const_value(node.inputs[2]), np.float64).reshape(-1), (n,)) * beta \
+                if has else np.zeros(n)
+            _write_bias(model, node, c, (a * b + s) / beta, w.dtype)
+        done += 1
+    log.info("statistics matched on %d layers", done)
+    return done

@@ -244,6 +244,7 @@ def test_cli_prune_reconstruct_then_eval(tmp_path, capsys):
         (["prune", "{src}", "-o", "{tmp}/o.onnx", "--criterion", "wanda"], "--criterion wanda needs calibration"),
         (["prune", "{src}", "-o", "{tmp}/o.onnx", "--calib", "{tmp}/nope", "--reconstruct"], "does not exist"),
         (["prune", "{src}", "-o", "{tmp}/o.onnx", "--bias-only"], "--bias-only only applies"),
+        (["prune", "{src}", "-o", "{tmp}/o.onnx", "--match-stats"], "--match-stats needs calibration data"),
         (["eval", "{src}", "{src}", "--data", "{tmp}/nope"], "does not exist"),
         (["eval", "{src}", "{tmp}/missing.onnx", "--data", "{calib}"], "model '"),
         (["eval", "{src}", "{src}", "--data", "{calib}", "--labels", "{tmp}/few.npy"], "labels for"),
@@ -304,3 +305,58 @@ def test_error_feedback_stages_follow_dependency_depth():
     assert [sorted(item[1].name for item in s) for s in stages] == [["c1"], ["c2a", "c2b"], ["c3"]]
     # without c1 refit, the two parallel convs come first
     assert [sorted(i[1].name for i in s) for s in feedback_stages(model, layers[:2] + layers[3:])] == [["c2a", "c2b"], ["c3"]]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "digits_vit"])
+def test_statistics_matching_gives_kept_channels_the_originals_moments(name):
+    """On the samples it measured, every pruned layer's kept channels get the original's mean and variance."""
+    from onnxprune.calibration import collect_tensor_stats
+    from onnxprune.reconstruct import affine_layers
+
+    proto = ZOO[name]() if name in ZOO else onnx.load(TRAINED / f"{name}.onnx")
+    sess = verify.session(proto)
+    calib = [verify.make_feeds(sess, seed=s, batch=8) for s in range(4)]  # 32 samples, all measured
+    plain, matched = (api.prune(proto, ratio=0.4, calibration=calib, match_stats=m) for m in (False, True))
+    assert_valid(matched.proto)
+    names = {t for n in proto.graph.node for t in n.output}
+    layers = affine_layers(matched.model, matched.depgraph.kept_indices(matched.plan.removed), names)
+    assert len(layers) >= 3
+    assert any(la.consumer.op == ("Conv" if name in ZOO else "MatMul") for la in layers)
+    taps = {la.tensor: la.axis for la in layers}
+    ref = collect_tensor_stats(proto, taps, calib)
+
+    def worst_gap(res) -> float:
+        now, gaps = collect_tensor_stats(res.proto, taps, calib), []
+        for la in layers:
+            o, p = ref[la.tensor], now[la.tensor]
+            idx = la.kept_out if la.kept_out is not None else np.arange(len(o.mean))
+            scale = float(np.sqrt(o.var[idx]).mean()) + 1e-6
+            live = p.var > 1e-10 * p.var.max()  # a constant channel (all inputs clipped) can only move its mean
+            std_gap = np.abs(np.sqrt(p.var) - np.sqrt(o.var[idx]))[live]
+            gaps.append(max(np.abs(p.mean - o.mean[idx]).max(), std_gap.max(initial=0.0)) / scale)
+        return max(gaps)
+
+    assert worst_gap(plain) > 0.05  # pruning moved them
+    assert worst_gap(matched) < 1e-3
+
+
+def test_statistics_matching_needs_calibration():
+    from onnxprune.errors import PlanError
+
+    with pytest.raises(PlanError, match="statistics matching needs calibration"):
+        api.prune(ZOO["mobilenet_v2"](), ratio=0.4, match_stats=True)
+
+
+def test_cli_match_stats_alone_repairs_the_digits_cnn(tmp_path):
+    from onnxprune.cli import main
+
+    test = np.load(TRAINED / "digits_test.npz")
+    x, y = test["input"], test["labels"]
+    src, calib = str(TRAINED / "digits_cnn.onnx"), str(TRAINED / "digits_calib.npz")
+    acc = {}
+    for flags in ([], ["--calib", calib, "--calib-samples", "128", "--match-stats"]):
+        out = tmp_path / f"o{len(flags)}.onnx"
+        assert main(["prune", src, "-o", str(out), "--ratio", "0.4", "--json", *flags]) == 0
+        assert_valid(onnx.load(out))
+        acc[bool(flags)] = _accuracy(str(out), x, y)
+    assert acc[True] > acc[False] + 0.2, acc
