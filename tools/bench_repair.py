@@ -4,7 +4,8 @@
 Prunes the same models as ``bench_heal.py`` (pinned wheels, real inputs, calibration and test
 disjoint) to 30 % of MACs removed with ``wanda`` + ``--reconstruct`` and varies one repair knob
 at a time: the number of calibration samples, the ridge, and error feedback (``correction_passes``,
-refit stage by stage in dependency order). Each row gives the cosine to the original's outputs on
+refit stage by stage in dependency order) and statistics matching (``match_stats``: each pruned
+layer's kept output channels get the original's mean and variance). Each row gives the cosine to the original's outputs on
 the calibration samples the refit used (in-sample) and on the test inputs (held out): a repair
 that raises the first and lowers the second fits the calibration data, not the model. Results
 go to the ``repair`` section of ``docs/accuracy.md``.
@@ -41,6 +42,7 @@ CONFIGS = [
     ("1024 samples, ridge 0.03", dict(ridge=0.03)),
     ("1024 samples, 32768 Gram rows", dict(max_rows=32768)),
     ("1024 samples, error feedback 1 pass", dict(correction_passes=1)),
+    ("1024 samples, channel statistics matched", dict(match_stats=True)),
 ]
 
 
