@@ -192,17 +192,7 @@ def export_without_weights(graph: gs.Graph) -> tuple[onnx.ModelProto, dict[str, 
     """
     from onnx_graphsurgeon.ir.tensor import LazyValues
 
-    inner: set[str] = set()  # tensors a subgraph exports too are left as they are
-
-    def walk(g: gs.Graph) -> None:
-        for node in g.nodes:
-            for attr in node.attrs.values():
-                for sub in attr if isinstance(attr, list) else [attr]:
-                    if isinstance(sub, gs.Graph):
-                        inner.update(sub.tensors())
-                        walk(sub)
-
-    walk(graph)
+    inner = {name for sub in _subgraphs(graph) for name in sub.tensors()}  # exported there too: left as they are
     swapped: list[tuple[gs.Constant, Any]] = []
     try:
         for t in graph.tensors().values():
@@ -315,20 +305,27 @@ def _name_nodes(graph: gs.Graph) -> set[str]:
     return given
 
 
+def _subgraphs(graph: gs.Graph):  # noqa: ANN202 - yields gs.Graph
+    """Every subgraph below ``graph`` (``If``/``Loop``/``Scan`` bodies, nested ones too)."""
+    stack = [graph]
+    while stack:
+        for node in stack.pop().nodes:
+            for attr in node.attrs.values():
+                for sub in attr if isinstance(attr, list) else [attr]:
+                    if isinstance(sub, gs.Graph):
+                        stack.append(sub)
+                        yield sub
+
+
 def _all_constants(graph: gs.Graph):  # noqa: ANN202 - yields gs.Constant
     """Every constant of ``graph`` and of its subgraphs (a weight of the main graph that only
     ``If`` branches read is a tensor of the branches, not of the main graph)."""
     seen: set[int] = set()
-    stack = [graph]
-    while stack:
-        g = stack.pop()
+    for g in [graph, *_subgraphs(graph)]:
         for t in g.tensors().values():
             if isinstance(t, gs.Constant) and id(t) not in seen:
                 seen.add(id(t))
                 yield t
-        for node in g.nodes:
-            for attr in node.attrs.values():
-                stack.extend(sub for sub in (attr if isinstance(attr, list) else [attr]) if isinstance(sub, gs.Graph))
 
 
 def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:

@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .io import _FLOAT_TYPES as _PROBE_FLOAT_TYPES
+from .io import PROBE_MIN_ELEMENTS
+
 __all__ = ["split_weights", "write_model"]
-#: Float initializers with at least this many elements are left in the file (the same bound as
-#: a shape probe's zero weights, so a probe of the returned model needs none of their bytes).
-LEAN_MIN_ELEMENTS = 4096
-# bfloat16 is left to the ordinary path: the graph library converts it as it loads
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+#: Float initializers with at least this many elements are left in the file: the shape probe's
+#: bound for zero weights, so a probe of the returned model needs none of their bytes.
+LEAN_MIN_ELEMENTS = PROBE_MIN_ELEMENTS
+# the probe's float types but bfloat16, which the graph library converts as it loads
+_FLOAT_TYPES = _PROBE_FLOAT_TYPES - {onnx.TensorProto.BFLOAT16}
 
 # field numbers (onnx.proto)
 _MODEL_GRAPH = 7
