@@ -149,10 +149,27 @@ def test_a_lucky_timing_is_confirmed_before_it_is_chosen(tmp_path, monkeypatch):
 
     path, cal, res = _mlp_search(tmp_path, monkeypatch, target_latency="0.6x", steps=6)
     monkeypatch.setattr(_Search, "_measure", lucky_once)
+    refit = _Search._refit_latency
+    fitted: list[tuple[float, float]] = []
+
+    def recording_refit(self):
+        # what the latency model is refitted to: a timing undone by its second one must not steer
+        # the next round, so a candidate timed twice has one row, its second (honest) time
+        twice = {c.config for c in self.cands.values() if len(c.measurements) >= 2}
+        assert len(self._fit_data[0]) == len(self._fit_data[1]) == len(self._fit_data[2])
+        for c, row in self._fit_rows.items():
+            if c not in twice:
+                continue
+            honest = 10.0 * (0.1 + 0.9 * self.lat.macs_params(self.space.removed(c))[0] / self.lat.full_macs)
+            fitted.append((self._fit_data[1][row] / self.baseline_ms * 10.0, honest))
+        refit(self)
+
+    monkeypatch.setattr(_Search, "_refit_latency", recording_refit)
     opts = SearchOptions(calib=str(cal), criterion="wanda", reconstruct=True, cache_dir=str(tmp_path / "c2"),
                          target_latency="0.6x", levels=res.space.levels, **{**FAST, "steps": 6})
     got = search(path, opts)
     assert got.met and len(got.best.measurements) >= 2
+    assert all(t == pytest.approx(h) for t, h in fitted)
     first, last = got.best.measurements[0], got.best.measurements[-1]
     assert got.best.measured_ratio == last <= 0.6 * (1 + LATENCY_SLACK)
     assert last == pytest.approx(first) or last > 3 * first  # decided by the honest timing
