@@ -342,7 +342,7 @@ def prune(
     if needs_stats and not given:
         # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
         # model instead of two); layers the plan leaves whole just drop theirs.
-        early = [c.node for c in consumers] if reconstruct and refit else []
+        early = [c.node for c in consumers] if (reconstruct and refit) or criterion == "obs" else []
         stage("running the calibration inputs")
         stats = collect_stats(model, calib, consumers, channels=True, grams=early, max_rows=max_rows,
                               seed=seed, progress=progress, proto=original)
@@ -350,7 +350,7 @@ def prune(
     met = True
     if plan is None:
         stage("choosing channels" + (" for the target" if target_macs is not None or target_params is not None else ""))
-        score = channel_importance(dg, criterion, seed, stats)
+        score = channel_importance(dg, criterion, seed, stats, ridge)
         make = global_plan if global_ranking else uniform_plan
         if target_macs is not None or target_params is not None:
             cost = CostModel(model, dg)

@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--criterion", choices=CRITERIA, default="l1",
                     help="channel importance (default l1): l1/l2 weight magnitude, bn BatchNorm scale, "
                     "random; with --calib: wanda (|W| x input activation norm), fluct (input variance x "
-                    "squared weights), apoz (share of non-zero activations)")
+                    "squared weights), apoz (share of non-zero activations), obs (what each channel's loss "
+                    "costs once the next layer is refit, chosen greedily from the layers' input covariance; "
+                    "best with --reconstruct)")
     pp.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO, metavar="N",
                     help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO}): onnxruntime's CPU and "
                     "CUDA kernels work in blocks of 8, so a width like 45 runs slower than 48 and an unrounded "
@@ -571,7 +573,7 @@ def _add_search_parser(sub: Any) -> None:
                     help="greedy: NetAdapt-style steps; evolution: seeded genetic search (default greedy)")
     ps.add_argument("--seed", type=int, default=0, help="seed of the search and of random inputs (default 0)")
     ps.add_argument("--criterion", choices=CRITERIA, default="l1",
-                    help="which channels a group loses first (default l1); wanda, fluct and apoz rank by "
+                    help="which channels a group loses first (default l1); wanda, fluct, apoz and obs rank by "
                     "activations on the --calib data")
     ps.add_argument("--reconstruct", action="store_true",
                     help="refit the layers that lose input channels in every candidate (as prune "

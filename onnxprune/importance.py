@@ -20,7 +20,15 @@ a channel by what removing it takes away from the layers that *read* it: for eve
   a constant cannot replace (the mean is restored by bias compensation), so a channel whose
   input barely varies is cheap to remove;
 - ``apoz``: ``s_c = 1 - mean_j APoZ(x_j)``, the share of non-zero activations (network
-  trimming); ties (channels never exactly zero) are broken by ``wanda``.
+  trimming); ties (channels never exactly zero) are broken by ``wanda``;
+- ``obs`` (Optimal Brain Surgeon, structured, chosen jointly with the refit): each consumer's
+  input covariance ``C`` says what removing channel ``c``'s input features ``B`` costs once the
+  kept features are refit by least squares, ``tr(M_Bᵀ (C⁻¹_BB)⁻¹ M_B)`` with ``M`` the weight
+  as ``[features, outputs]``. Channels are removed greedily in rounds, cheapest first, and after
+  each round ``C⁻¹`` and ``M`` are updated as the refit would leave them, so a channel whose
+  information its neighbours carry goes before one that is merely small. A channel's score is
+  the summed cost (over the group's consumers) when it went; channels never removed score above
+  every removed one. It needs each consumer's Gram matrix (``--reconstruct`` collects them).
 
 Groups no consumer reads with statistics fall back to ``l1``.
 
@@ -36,7 +44,7 @@ import logging
 
 import numpy as np
 
-from .calibration import CalibrationStats, channel_key, find_consumers
+from .calibration import CalibrationStats, Consumer, channel_key, find_consumers, weight_matrix
 from .depgraph import DepGraph
 from .errors import PlanError
 from .graph import const_value
@@ -45,7 +53,13 @@ __all__ = ["CRITERIA", "ACTIVATION_CRITERIA", "channel_importance", "normalized_
 
 log = logging.getLogger(__name__)
 
-ACTIVATION_CRITERIA = ("wanda", "fluct", "apoz")
+ACTIVATION_CRITERIA = ("wanda", "fluct", "apoz", "obs")
+#: consumers with more input features than this are too large for the greedy OBS updates
+OBS_MAX_FEATURES = 4608
+#: removal rounds over a group's channels (each round takes 1/OBS_ROUNDS of them)
+OBS_ROUNDS = 32
+#: the share of a group's channels the greedy order covers; the rest keep their last cost
+OBS_DEPTH = 0.9
 CRITERIA = ("l1", "l2", "bn", "random") + ACTIVATION_CRITERIA
 
 
@@ -141,14 +155,118 @@ def _activation(dg: DepGraph, criterion: str, stats: CalibrationStats) -> np.nda
                 log.info("group %d has no calibrated consumer; scored by l1", g)
     return score
 
+class _ObsConsumer:
+    """One consumer's inverse covariance and weight over the input features still kept."""
+
+    def __init__(self, c: Consumer, cov: np.ndarray, m: np.ndarray, feats: dict[int, np.ndarray], ridge: float):
+        lam = max(ridge * float(np.mean(np.diag(cov))), 1e-12) if cov.size else 1e-12
+        self.keep = np.arange(cov.shape[0])  # feature ids still present, in order
+        self.hinv = np.linalg.pinv(cov + lam * np.eye(cov.shape[0]), hermitian=True)
+        self.m = m
+        self.feats = feats  # group channel -> its feature ids in this consumer
+        self.name = c.node
+
+    def _local(self, ch: int) -> np.ndarray:
+        return np.searchsorted(self.keep, self.feats[ch])
+
+    def costs(self, chans: list[int]) -> np.ndarray:
+        out = np.zeros(len(chans))
+        for i, ch in enumerate(chans):
+            if ch not in self.feats:
+                continue
+            b = self._local(ch)
+            hb = self.hinv[np.ix_(b, b)]
+            mb = self.m[b]
+            try:
+                out[i] = float(np.trace(mb.T @ np.linalg.solve(hb, mb)))
+            except np.linalg.LinAlgError:
+                out[i] = float(np.trace(mb.T @ np.linalg.pinv(hb) @ mb))
+        return out
+
+    def remove(self, chans: list[int]) -> None:
+        blocks = [self._local(ch) for ch in chans if ch in self.feats]
+        if not blocks:
+            return
+        b = np.concatenate(blocks)
+        rest = np.setdiff1d(np.arange(len(self.keep)), b)
+        hbb = self.hinv[np.ix_(b, b)]
+        hrb = self.hinv[np.ix_(rest, b)]
+        try:
+            t = np.linalg.solve(hbb, hrb.T).T  # H_RB H_BB⁻¹
+        except np.linalg.LinAlgError:
+            t = hrb @ np.linalg.pinv(hbb)
+        # what the refit leaves: kept weights absorb the removed ones, C⁻¹ of the kept features
+        self.m = self.m[rest] - t @ self.m[b]
+        self.hinv = self.hinv[np.ix_(rest, rest)] - t @ hrb.T
+        self.keep = self.keep[rest]
+
+
+def _obs(dg: DepGraph, stats: CalibrationStats, ridge: float = 1e-3) -> np.ndarray:
+    """Greedy structured OBS scores (see the module docstring); groups it cannot score get ``wanda``."""
+    score = _activation(dg, "wanda", stats)
+    tensors = dg.model.graph.tensors()
+    per_group: dict[int, list[_ObsConsumer]] = {}
+    skipped: dict[int, str] = {}
+    for c in find_consumers(dg.model):
+        key = (c.w, c.w_in)
+        if key not in dg.spaces:
+            continue
+        chans = dg.space_channels(key)
+        g = int(dg.channel_group[chans[0]]) if len(chans) else -1
+        if g < 0 or g in skipped:
+            continue
+        gram = stats.grams.get(c.node)
+        w = np.asarray(const_value(tensors[c.w]), dtype=np.float64)
+        k = w.shape[c.w_in] * c.kernel
+        if gram is None or gram.gram is None or gram.gram.shape[0] != k:
+            skipped[g] = f"consumer '{c.node}' has no Gram statistics"
+            continue
+        if k > OBS_MAX_FEATURES:
+            skipped[g] = f"consumer '{c.node}' has {k} input features (over {OBS_MAX_FEATURES})"
+            continue
+        feats: dict[int, list[int]] = {}
+        for atom, ch in enumerate(chans):
+            feats.setdefault(int(ch), []).extend(range(atom * c.kernel, (atom + 1) * c.kernel))
+        per_group.setdefault(g, []).append(
+            _ObsConsumer(c, gram.covariance(), weight_matrix(w, c),
+                         {ch: np.asarray(f) for ch, f in feats.items()}, ridge))
+    for g, why in skipped.items():
+        per_group.pop(g, None)
+        log.info("obs: group %d scored by wanda: %s", g, why)
+    for g, consumers in per_group.items():
+        grp = dg.groups[g]
+        live = [int(ch) for ch in grp.channels[grp.prunable]]
+        if len(live) < 2:
+            continue
+        step = max(1, -(-len(live) // OBS_ROUNDS))
+        stop = len(live) - max(1, int(round(len(live) * OBS_DEPTH)))
+        total = 0.0
+        while len(live) > max(stop, 1):
+            cost = sum(cc.costs(live) for cc in consumers)
+            order = np.argsort(cost, kind="stable")
+            take = [live[i] for i in order[: min(step, len(live) - max(stop, 1))]]
+            for i in order[: len(take)]:
+                score[live[i]] = total + cost[i]
+            total += float(np.sum(cost[order[: len(take)]]))
+            for cc in consumers:
+                cc.remove(take)
+            gone = set(take)
+            live = [ch for ch in live if ch not in gone]
+        if live:
+            cost = sum(cc.costs(live) for cc in consumers)
+            score[np.asarray(live)] = total + cost  # above every removed channel's score
+    return score
+
 
 def channel_importance(
-    dg: DepGraph, criterion: str = "l1", seed: int = 0, stats: CalibrationStats | None = None
+    dg: DepGraph, criterion: str = "l1", seed: int = 0, stats: CalibrationStats | None = None,
+    ridge: float = 1e-3,
 ) -> np.ndarray:
     """Importance of every channel of ``dg`` (higher = keep).
 
     ``stats`` (from :func:`onnxprune.calibration.collect_stats` with channel statistics) is
-    required by the activation-aware criteria.
+    required by the activation-aware criteria; ``obs`` also needs its Gram matrices, and
+    ``ridge`` is the relative ridge of the refit it anticipates.
     """
     if criterion not in CRITERIA:
         raise PlanError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
@@ -158,6 +276,8 @@ def channel_importance(
         if not stats.channels:  # calibrated, but no prunable group has a channel to measure
             log.info("no calibrated channel statistics (no prunable group reads a measured tensor); scored by l1")
             return _magnitude(dg, 1)
+        if criterion == "obs":
+            return _obs(dg, stats, ridge)
         return _activation(dg, criterion, stats)
     if criterion == "random":
         return np.random.default_rng(seed).random(dg.n_channels)

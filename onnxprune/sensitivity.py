@@ -179,7 +179,7 @@ def calibration_stats(model: Model, proto: onnx.ModelProto, calib: Calibration, 
         return None
     consumers = find_consumers(model)
     batches = _batched([calib.feeds], proto, n_samples=_n_samples(calib), batch_size=32, seed=seed)
-    grams = [c.node for c in consumers] if reconstruct and refit else []
+    grams = [c.node for c in consumers] if (reconstruct and refit) or criterion == "obs" else []
     return collect_stats(model, batches, consumers, channels=True, grams=grams, seed=seed, proto=proto)
 
 

@@ -4,8 +4,9 @@
 Prunes the same models as ``bench_heal.py`` (pinned wheels, real inputs, calibration and test
 disjoint) to 30 % of MACs removed with ``wanda`` + ``--reconstruct`` and varies one repair knob
 at a time: the number of calibration samples, the ridge, and error feedback (``correction_passes``,
-refit stage by stage in dependency order) and statistics matching (``match_stats``: each pruned
-layer's kept output channels get the original's mean and variance). Each row gives the cosine to the original's outputs on
+refit stage by stage in dependency order), statistics matching (``match_stats``: each pruned
+layer's kept output channels get the original's mean and variance), global ranking, and the
+``obs`` criterion (channels chosen jointly with the refit from the layers' input covariance). Each row gives the cosine to the original's outputs on
 the calibration samples the refit used (in-sample) and on the test inputs (held out): a repair
 that raises the first and lowers the second fits the calibration data, not the model. Results
 go to the ``repair`` section of ``docs/accuracy.md``.
@@ -43,6 +44,9 @@ CONFIGS = [
     ("1024 samples, 32768 Gram rows", dict(max_rows=32768)),
     ("1024 samples, error feedback 1 pass", dict(correction_passes=1)),
     ("1024 samples, channel statistics matched", dict(match_stats=True)),
+    ("1024 samples, global ranking", dict(global_ranking=True)),
+    ("1024 samples, `obs` selection", dict(criterion="obs")),
+    ("1024 samples, `obs` selection, global ranking", dict(criterion="obs", global_ranking=True)),
 ]
 
 
@@ -66,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for label, kw in CONFIGS:
                 t0 = time.perf_counter()
-                res = api.prune(str(task.model), target_macs=f"{1 - args.cut:.3f}x", criterion="wanda",
-                                reconstruct=True, calibration=task.calib, batch_size=16, **kw)
+                res = api.prune(str(task.model), target_macs=f"{1 - args.cut:.3f}x", reconstruct=True,
+                                calibration=task.calib, batch_size=16, **{"criterion": "wanda", **kw})
                 path = Path(tmp) / "p.onnx"
                 res.save(path)
                 secs = time.perf_counter() - t0
