@@ -279,7 +279,7 @@ def prune(
         calibration: inputs for activation statistics: a folder or ``.npy``/``.npz`` file, an
             image folder (with ``image_spec``), an iterable of feed dicts, a
             :class:`~onnxprune.calibration.Calibration`, or ``"random"`` (last resort).
-            Needed by the ``wanda``/``fluct``/``apoz`` criteria and by ``reconstruct``.
+            Needed by the ``wanda``/``fluct``/``apoz``/``obs`` criteria and by ``reconstruct``.
         reconstruct: after pruning, refit every layer that lost input channels by ridge least
             squares to reproduce the original layer's output on the calibration data
             (:mod:`onnxprune.reconstruct`); with ``refit=False`` only compensate biases.

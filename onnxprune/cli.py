@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--json", action="store_true", help="print the summary as JSON")
     pc = pp.add_argument_group(
         "calibration and reconstruction",
-        "Activation-aware criteria (wanda, fluct, apoz) and --reconstruct run the model on "
+        "Activation-aware criteria (wanda, fluct, apoz, obs) and --reconstruct run the model on "
         "calibration inputs in onnxruntime (a few hundred unlabeled samples suffice).",
     )
     pc.add_argument("--calib", metavar="PATH|random",

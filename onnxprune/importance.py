@@ -161,7 +161,11 @@ class _ObsConsumer:
     def __init__(self, c: Consumer, cov: np.ndarray, m: np.ndarray, feats: dict[int, np.ndarray], ridge: float):
         lam = max(ridge * float(np.mean(np.diag(cov))), 1e-12) if cov.size else 1e-12
         self.keep = np.arange(cov.shape[0])  # feature ids still present, in order
-        self.hinv = np.linalg.pinv(cov + lam * np.eye(cov.shape[0]), hermitian=True)
+        a = cov + lam * np.eye(cov.shape[0])
+        try:
+            self.hinv = np.linalg.inv(a)  # positive definite with the ridge
+        except np.linalg.LinAlgError:
+            self.hinv = np.linalg.pinv(a, hermitian=True)
         self.m = m
         self.feats = feats  # group channel -> its feature ids in this consumer
         self.name = c.node
@@ -170,17 +174,25 @@ class _ObsConsumer:
         return np.searchsorted(self.keep, self.feats[ch])
 
     def costs(self, chans: list[int]) -> np.ndarray:
+        """What removing each of ``chans`` alone costs this consumer once the rest is refit."""
         out = np.zeros(len(chans))
-        for i, ch in enumerate(chans):
-            if ch not in self.feats:
-                continue
-            b = self._local(ch)
-            hb = self.hinv[np.ix_(b, b)]
-            mb = self.m[b]
-            try:
-                out[i] = float(np.trace(mb.T @ np.linalg.solve(hb, mb)))
-            except np.linalg.LinAlgError:
-                out[i] = float(np.trace(mb.T @ np.linalg.pinv(hb) @ mb))
+        have = [i for i, ch in enumerate(chans) if ch in self.feats]
+        by_size: dict[int, list[int]] = {}
+        for i in have:
+            by_size.setdefault(len(self.feats[chans[i]]), []).append(i)
+        for size, rows in by_size.items():
+            # blocks of one size in batches of about 16 MB of weight rows
+            chunk = max(1, (2 << 20) // max(1, size * self.m.shape[1]))
+            for at in range(0, len(rows), chunk):
+                part = rows[at:at + chunk]
+                idx = np.stack([self._local(chans[i]) for i in part])  # [n, size]
+                hb = self.hinv[idx[:, :, None], idx[:, None, :]]
+                mb = self.m[idx]  # [n, size, outputs]
+                try:
+                    sol = np.linalg.solve(hb, mb)
+                except np.linalg.LinAlgError:
+                    sol = np.linalg.pinv(hb, hermitian=True) @ mb
+                out[part] = np.einsum("nso,nso->n", mb, sol)
         return out
 
     def remove(self, chans: list[int]) -> None:
@@ -212,24 +224,27 @@ def _obs(dg: DepGraph, stats: CalibrationStats, ridge: float = 1e-3) -> np.ndarr
         if key not in dg.spaces:
             continue
         chans = dg.space_channels(key)
-        g = int(dg.channel_group[chans[0]]) if len(chans) else -1
-        if g < 0 or g in skipped:
+        # a consumer reading a concat serves every group it reads; each greedy keeps the others
+        groups = [int(g) for g in np.unique(dg.channel_group[chans]) if g >= 0 and int(g) not in skipped]
+        if not groups:
             continue
         gram = stats.grams.get(c.node)
         w = np.asarray(const_value(tensors[c.w]), dtype=np.float64)
         k = w.shape[c.w_in] * c.kernel
-        if gram is None or gram.gram is None or gram.gram.shape[0] != k:
-            skipped[g] = f"consumer '{c.node}' has no Gram statistics"
-            continue
-        if k > OBS_MAX_FEATURES:
-            skipped[g] = f"consumer '{c.node}' has {k} input features (over {OBS_MAX_FEATURES})"
+        why = (f"consumer '{c.node}' has no Gram statistics"
+               if gram is None or gram.gram is None or gram.gram.shape[0] != k else
+               f"consumer '{c.node}' has {k} input features (over {OBS_MAX_FEATURES})"
+               if k > OBS_MAX_FEATURES else "")
+        if why:
+            skipped.update({g: why for g in groups})
             continue
         feats: dict[int, list[int]] = {}
         for atom, ch in enumerate(chans):
             feats.setdefault(int(ch), []).extend(range(atom * c.kernel, (atom + 1) * c.kernel))
-        per_group.setdefault(g, []).append(
-            _ObsConsumer(c, gram.covariance(), weight_matrix(w, c),
-                         {ch: np.asarray(f) for ch, f in feats.items()}, ridge))
+        cov, m = gram.covariance(), weight_matrix(w, c)
+        for g in groups:
+            per_group.setdefault(g, []).append(
+                _ObsConsumer(c, cov, m, {ch: np.asarray(f) for ch, f in feats.items()}, ridge))
     for g, why in skipped.items():
         per_group.pop(g, None)
         log.info("obs: group %d scored by wanda: %s", g, why)

@@ -84,7 +84,7 @@ def _define_pass() -> type:
                 "ratio": param(float, 0.3, "share of the channels removed per group (ignored with a target)"),
                 "target_macs": param(str, None, "size by cost: '0.7x' of the original's MACs or a count like '1.2G'"),
                 "target_params": param(str, None, "size by parameters: '0.5x' or a count like '3M'"),
-                "criterion": param(str, "l1", "l1, l2, bn, random, or with calibration wanda, fluct, apoz"),
+                "criterion": param(str, "l1", "l1, l2, bn, random, or with calibration wanda, fluct, apoz, obs"),
                 "calibration": param(str, None, "calibration inputs (.npz/.npy file or folder, or images) for "
                                      "activation-aware criteria and reconstruct"),
                 "calib_samples": param(int, 256, "calibration samples used"),

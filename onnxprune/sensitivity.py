@@ -274,7 +274,7 @@ class Evaluator:
     Each evaluation prunes a copy of the graph (the analysis is done once), so it costs an
     ``apply_plan``, a serialization, an onnxruntime session and one run on the calibration batch.
 
-    With an activation-aware ``criterion`` (``wanda``, ``fluct``, ``apoz``) or ``reconstruct``,
+    With an activation-aware ``criterion`` (``wanda``, ``fluct``, ``apoz``, ``obs``) or ``reconstruct``,
     the calibration inputs are run through the original model once, here, for channel statistics
     and (``reconstruct`` with ``refit``) the Gram matrix of every weighted layer's input; every
     candidate is then reconstructed from those statistics exactly as ``onnxprune prune

@@ -44,7 +44,7 @@ class ChannelPruning(InPlacePass):
         Args:
             ratio: share of channels removed per layer, in [0, 1).
             criterion: channel importance: ``l1``, ``l2``, ``bn``, ``random``, or with
-                calibration data ``wanda``, ``fluct``, ``apoz``.
+                calibration data ``wanda``, ``fluct``, ``apoz``, ``obs``.
             round_to: keep channel counts a multiple of this (default 8, the kernels' block width).
             min_channels: never keep fewer channels than this in a layer.
             ignore: node or tensor name globs whose channels are kept.

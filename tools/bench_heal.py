@@ -3,8 +3,9 @@
 
 For each model and each share of MACs removed (30 % and 50 % by default), in one run:
 
-* **pruned + repaired** — ``prune --target-macs (1-f)x --criterion wanda --reconstruct`` on the
-  calibration inputs (the best gradient-free path);
+* **pruned + repaired** — ``prune --target-macs (1-f)x --criterion obs --global --reconstruct`` on
+  the calibration inputs (the best gradient-free path, ``tools/bench_repair.py``; ``--criterion``
+  and ``--local`` choose another);
 * **+ heal** — ``heal`` of that model towards the original on the same unlabeled calibration
   inputs for a fixed budget of minutes (distillation; torch).
 
@@ -297,7 +298,8 @@ def _verdict(task: Task, m: dict[str, float]) -> str:
     return "yes" if not bad else "no"
 
 
-def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str]) -> None:
+def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str], criterion: str = "obs",
+             global_ranking: bool = True) -> None:
     orig = _outputs(task.model, task.test)
     base = task.metrics(orig, orig)
     keys = list(base)
@@ -310,8 +312,9 @@ def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str]) ->
         for cut in cuts:
             pruned, healed = Path(tmp) / f"p{cut}.onnx", Path(tmp) / f"h{cut}.onnx"
             t0 = time.perf_counter()
-            res = api.prune(str(task.model), target_macs=f"{1 - cut:.3f}x", criterion="wanda", reconstruct=True,
-                            calibration=task.calib, batch_size=16)  # the default: up to 1024 samples
+            res = api.prune(str(task.model), target_macs=f"{1 - cut:.3f}x", criterion=criterion, reconstruct=True,
+                            global_ranking=global_ranking, calibration=task.calib,
+                            batch_size=16)  # the default: up to 1024 samples
             res.save(pruned)
             t_prune = time.perf_counter() - t0
             removed = 1 - res.after.macs / res.before.macs
@@ -342,11 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     ap.add_argument("--cuts", default="0.3,0.5", help="shares of MACs removed (default 0.3,0.5)")
     ap.add_argument("--minutes", type=float, default=8.0, help="heal budget per model and cut (default 8)")
+    ap.add_argument("--criterion", default="obs", help="prune's --criterion (default obs)")
+    ap.add_argument("--local", action="store_true", help="rank channels within each layer (prune without --global)")
     args = ap.parse_args(argv)
+    how = f"--criterion {args.criterion}" + ("" if args.local else " --global")
     cuts = [float(c) for c in args.cuts.split(",")]
     info = machine_info()
     title = "# Accuracy after pruning, repair and healing\n"
-    write_section(DOC, "method", "Pruning: `prune --target-macs (1-cut)x --criterion wanda --reconstruct` on at most "
+    write_section(DOC, "method", f"Pruning: `prune --target-macs (1-cut)x {how} --reconstruct` on at most "
                   "1024 calibration samples (the default); healing: `heal` with its defaults (Adam 3e-4 halved on plateaus, batch 16, "
                   "mixup and noise, outputs plus up to 8 shared features) on all calibration samples, 15 % of them "
                   "held out for early stopping. Every metric compares with the original model's outputs on test "
@@ -356,9 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         lines: list[str] = []
         t0 = time.perf_counter()
-        run_task(TASKS[name](), cuts, args.minutes, lines)
+        run_task(TASKS[name](), cuts, args.minutes, lines, args.criterion, not args.local)
+        flags = f" --criterion {args.criterion}" + (" --local" if args.local else "")
         lines[2:2] = [f"Measured by `python tools/bench_heal.py --models {name} --cuts {args.cuts} --minutes "
-                      f"{args.minutes:g}` on {describe_machine(info)} in {time.perf_counter() - t0:.0f} s.", ""]
+                      f"{args.minutes:g}{flags}` on {describe_machine(info)} (pruned with `{how}`) in "
+                      f"{time.perf_counter() - t0:.0f} s.", ""]
         write_section(DOC, f"heal-{name}", "\n".join(lines) + "\n", title=title)
         print("\n".join(lines), flush=True)
     return 0
