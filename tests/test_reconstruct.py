@@ -403,3 +403,33 @@ def test_obs_removes_the_channel_its_neighbours_carry_and_the_refit_restores_it(
     wres = api.prune(proto, ratio=1 / 6, round_to=1, criterion="wanda", calibration="random", calib_samples=128,
                      reconstruct=True, ridge=1e-10)
     assert np.abs(_outputs(wres.proto, feeds)[0] - _outputs(proto, feeds)[0]).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "densenet_block", "inception_like", "mobilenet_v2",
+                                  "flatten_gemm_head", "efficientnet_se"])
+def test_obs_ranks_dead_channels_below_every_live_one(name, caplog):
+    """A dead channel costs nothing to remove, before or after the greedy's updates; concat
+    consumers (densenet, inception) serve every group they read."""
+    from onnxprune.calibration import collect_stats, find_consumers
+
+    model = load(ZOO[name]())
+    dg = build_depgraph(model)
+    dead = choose_channels(dg, 0.4, seed=2)
+    kill_channels(dg, dead)
+    cons = find_consumers(model)
+    stats = collect_stats(model, load_calibration("random", model, n_samples=16, batch_size=8), cons,
+                          channels=True, grams=[c.node for c in cons])
+    with caplog.at_level("INFO", logger="onnxprune.importance"):
+        score = channel_importance(dg, "obs", stats=stats)
+    fell_back = {int(r.getMessage().split()[2]) for r in caplog.records if "scored by wanda" in r.getMessage()}
+    is_dead = np.zeros(dg.n_channels, dtype=bool)
+    is_dead[dead] = True
+    scored = 0
+    for g in dg.groups:
+        live = g.channels[g.prunable & ~is_dead[g.channels]]
+        gone = g.channels[is_dead[g.channels]]
+        if len(live) and len(gone):
+            assert score[gone].max() < score[live].min(), f"group {g.id}"
+            scored += g.id not in fell_back
+    assert scored > 0, "obs scored no group itself"
+    assert np.all(np.isfinite(score))
