@@ -232,7 +232,8 @@ def test_channel_pruning_pass():
 
     model = load(ZOO["resnet_bottleneck"]())
     before = sum(np.prod(t.shape) for t in model.graph.tensors().values() if t.__class__.__name__ == "Constant")
-    result = ChannelPruning(ratio=0.5)(model)
+    # the zoo's layers are a few blocks wide: in the default blocks of 16 many could not shrink by half
+    result = ChannelPruning(ratio=0.5, round_to=8)(model)
     assert result.modified
     after = sum(np.prod(t.shape) for t in result.model.graph.tensors().values() if t.__class__.__name__ == "Constant")
     assert after < before * 0.5

@@ -84,27 +84,27 @@ def test_explicit_plan_refuses_frozen_and_emptying(dg):
 
 
 # ------------------------------------------------------------------ speed-aware default widths
-def test_default_widths_are_multiples_of_eight_and_heads_count_as_their_width():
-    """The default keeps channel counts a multiple of 8; an attention head of width 16 is already
+def test_default_widths_are_multiples_of_sixteen_and_heads_count_as_their_width():
+    """The default keeps channel counts a multiple of 16; an attention head of width 16 is already
     a block of 16 weight columns, so heads are removed one at a time, not held back."""
     from models.transformers import bert_like
     from onnxprune import api
     from onnxprune.plan import DEFAULT_ROUND_TO, channel_step
     from tests.conftest import assert_valid
 
-    assert DEFAULT_ROUND_TO == 8
+    assert DEFAULT_ROUND_TO == 16
     model = load(bert_like(hidden=64, heads=4, ffn=120))
     dg = build_depgraph(model)
     heads = [g for g in dg.groups if not g.is_barrier and g.size == 4]
     ffn = [g for g in dg.groups if not g.is_barrier and g.size == 120]
     assert heads and ffn
-    assert all(g.unit == 16 and channel_step(g, 8) == 1 for g in heads)
-    assert all(g.unit == 1 and channel_step(g, 8) == 8 for g in ffn)
+    assert all(g.unit == 16 and channel_step(g, 16) == 1 for g in heads)
+    assert all(g.unit == 1 and channel_step(g, 16) == 16 for g in ffn)
     res = api.prune(bert_like(hidden=64, heads=4, ffn=120), ratio=0.3)  # the default round_to
     assert_valid(res.proto)
     after = {gp.group: gp.after for gp in res.plan.groups}
     assert all(after[g.id] == 3 for g in heads)  # 4 heads at 0.3: one goes (1.2 rounds to 1)
-    assert all(after[g.id] == 88 for g in ffn)  # 120 at 0.3 keeps 84, rounded up to 88
+    assert all(after[g.id] == 96 for g in ffn)  # 120 at 0.3 keeps 84, rounded up to 96
     exact = api.prune(bert_like(hidden=64, heads=4, ffn=120), ratio=0.3, round_to=1)
     assert all(gp.after == 84 for gp in exact.plan.groups if gp.before == 120)
 

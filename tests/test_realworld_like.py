@@ -298,9 +298,9 @@ def test_a_model_onnxruntime_cannot_load_is_refused_in_one_line(tmp_path: Path, 
     assert len(err) == 1 and "onnxruntime cannot load" in err[0] and "internal error" not in err[0]
 
 
-@pytest.mark.parametrize("argv", [["prune", "--ratio", "0.5", "--check"],
-                                  ["prune", "--ratio", "0.5", "--criterion", "wanda", "--calib", "random",
-                                   "--reconstruct"],
+@pytest.mark.parametrize("argv", [["prune", "--ratio", "0.5", "--round-to", "8", "--check"],
+                                  ["prune", "--ratio", "0.5", "--round-to", "8", "--criterion", "wanda", "--calib",
+                                   "random", "--reconstruct"],
                                   ["optimize", "--check"]])
 def test_a_sequence_of_maps_output_keeps_its_type(tmp_path: Path, argv: list[str], capsys):
     """A ZipMap output (list of dicts in onnxruntime) is compared by value and written with its type."""

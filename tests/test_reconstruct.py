@@ -356,7 +356,7 @@ def test_cli_match_stats_alone_repairs_the_digits_cnn(tmp_path):
     acc = {}
     for flags in ([], ["--calib", calib, "--calib-samples", "128", "--match-stats"]):
         out = tmp_path / f"o{len(flags)}.onnx"
-        assert main(["prune", src, "-o", str(out), "--ratio", "0.4", "--json", *flags]) == 0
+        assert main(["prune", src, "-o", str(out), "--ratio", "0.4", "--round-to", "8", "--json", *flags]) == 0
         assert_valid(onnx.load(out))
         acc[bool(flags)] = _accuracy(str(out), x, y)
     assert acc[True] > acc[False] + 0.2, acc

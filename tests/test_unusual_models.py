@@ -161,7 +161,7 @@ def test_recurrent_ops_are_barriers_and_features_before_them_are_pruned(op):
 def test_custom_domain_op_is_a_barrier_and_the_result_is_still_written(tmp_path, caplog):
     model = U.custom_domain_cnn()
     assert any("Mystery (domain com.example) 'mystery' has no channel rule" in r for r in _reasons(model))
-    res = api.prune(model, ratio=0.5)
+    res = api.prune(model, ratio=0.5, round_to=8)  # its layers are 10-12 wide
     onnx.checker.check_model(res.proto, full_check=True)
     inits = _inits(res.proto)
     assert inits["a.w1"].dims[0] < 10 and inits["b.w1"].dims[0] < 12

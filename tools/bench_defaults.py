@@ -7,8 +7,8 @@ the exports)::
     python tools/bench_defaults.py
 
 For each model the console tool prunes twice in a child process, with the defaults (kept
-channel counts a multiple of 8) and with ``--round-to 1`` (exactly the ratio, the previous
-default); the child's wall time and peak resident memory are recorded. Then the original and both
+channel counts a multiple of 16), with ``--round-to 8`` (the previous default) and with
+``--round-to 1`` (exactly the ratio, the one before); the child's wall time and peak resident memory are recorded. Then the original and both
 outputs are timed in ONE interleaved loop (turn order rotated, 2 threads, batch 1, median of
 ``--repeat`` turns) and the latency ratio is set against the MACs ratio.
 
@@ -85,7 +85,7 @@ def run_model(name: str, ratio: float, workdir: Path, args: argparse.Namespace) 
     src = export(name, workdir)
     row: dict = {"model": name, "ratio": ratio, "file": src.stat().st_size}
     outs = {}
-    for label, extra in (("default", []), ("round-to 1", ["--round-to", "1"])):
+    for label, extra in (("default", []), ("round-to 8", ["--round-to", "8"]), ("round-to 1", ["--round-to", "1"])):
         out = workdir / f"{name}-{label.replace(' ', '')}.onnx"
         run = harness.run_child(harness.cli() + ["prune", str(src), "-o", str(out), "--ratio", str(ratio)] + extra)
         if run.returncode != 0:
@@ -120,22 +120,22 @@ def render(rows: list[dict], info: dict, command: str, args: argparse.Namespace)
         "## Plain `prune` defaults: latency against MACs",
         "",
         f"`{command}` — {harness.describe_machine(info)}. Each model pruned by the console tool as a user runs "
-        "it (`onnxprune prune M -o OUT --ratio R`, defaults: kept counts a multiple of 8) and with "
-        "`--round-to 1` (exactly the ratio); original and both outputs timed in one interleaved loop "
+        "it (`onnxprune prune M -o OUT --ratio R`, defaults: kept counts a multiple of 16), with `--round-to 8` "
+        "and with `--round-to 1` (exactly the ratio); original and the three outputs timed in one interleaved loop "
         f"(rotated order, {args.threads} threads, batch 1, median of {args.repeat} turns; in brackets the "
         "interquartile range of the per-turn ratios). Peak RSS is the pruning child's own (`wait4`).",
         "",
-        "| model | ratio | MACs ratio (default / round-to 1) | latency ratio (default / round-to 1) "
-        "| default: latency ÷ MACs | target | prune peak RSS ÷ file (default) | prune wall (default) |",
+        "| model | ratio | MACs ratio (default / round-to 8 / round-to 1) | latency ratio (default / round-to 8 / "
+        "round-to 1) | default: latency ÷ MACs | target | prune peak RSS ÷ file (default) | prune wall (default) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        d, one = r["default"], r["round-to 1"]
+        d, eight, one = r["default"], r["round-to 8"], r["round-to 1"]
         target, ok = verdict(r)
+        lat = " / ".join(f"{v['latency_ratio']:.3f} [{v['iqr'][0]:.2f}–{v['iqr'][1]:.2f}]" for v in (d, eight, one))
         lines.append(
-            f"| {r['model']} | {r['ratio']} | {d['macs_ratio']:.3f} / {one['macs_ratio']:.3f} "
-            f"| {d['latency_ratio']:.3f} [{d['iqr'][0]:.2f}–{d['iqr'][1]:.2f}] / {one['latency_ratio']:.3f} "
-            f"[{one['iqr'][0]:.2f}–{one['iqr'][1]:.2f}] | {d['latency_ratio'] / d['macs_ratio']:.2f} "
+            f"| {r['model']} | {r['ratio']} | {d['macs_ratio']:.3f} / {eight['macs_ratio']:.3f} / {one['macs_ratio']:.3f} "
+            f"| {lat} | {d['latency_ratio'] / d['macs_ratio']:.2f} "
             f"| {target}: {'PASS' if ok else 'FAIL'} | {d['peak_rss'] / r['file']:.1f}x "
             f"({harness.mb(d['peak_rss'])} for {harness.mb(r['file'])}) | {d['seconds']:.1f} s |"
         )

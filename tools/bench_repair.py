@@ -15,6 +15,7 @@ Usage::
 
     python tools/bench_repair.py                 # reid and minilm, about 15 minutes on 2 cores
     python tools/bench_repair.py --models reid
+    python tools/bench_repair.py --only obs      # rerun the matching rows, keep the others written
 """
 
 from __future__ import annotations
@@ -50,14 +51,36 @@ CONFIGS = [
 ]
 
 
+def _written_rows() -> dict[tuple[str, str], str]:
+    """The rows of the written ``repair`` section, by (model title, repair label)."""
+    rows: dict[tuple[str, str], str] = {}
+    title = ""
+    text = bench_heal.DOC.read_text() if bench_heal.DOC.exists() else ""
+    begin, end = text.find("<!-- repair:begin -->"), text.find("<!-- repair:end -->")
+    for line in text[begin:end].splitlines() if begin >= 0 else []:
+        if line.startswith("### "):
+            title = line[4:].strip()
+        elif line.startswith("| ") and not line.startswith("| repair"):
+            rows[(title, line.split(" | ")[0][2:])] = line
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="reid,minilm", help="bench_heal tasks (default reid,minilm)")
     ap.add_argument("--cut", type=float, default=0.3, help="share of MACs removed (default 0.3)")
+    ap.add_argument("--only", metavar="TEXT", help="rerun only the rows whose label contains TEXT (comma-separated "
+                    "for several); the other rows are kept as docs/accuracy.md has them")
     args = ap.parse_args(argv)
-    lines = [f"`python tools/bench_repair.py --models {args.models} --cut {args.cut}` on "
-             f"{describe_machine(machine_info())}. `wanda` + `--reconstruct` at {100 * args.cut:.0f} % of MACs "
-             "removed; cosine to the original's outputs on the calibration samples the refit used (in-sample) "
+    wanted = [t for t in (args.only or "").split(",") if t]
+    written = _written_rows() if wanted else {}
+    rerun = (f" Only the rows whose label contains {' or '.join(repr(t) for t in wanted)} were measured by this "
+             f"command (`--only {args.only}`); the others are an earlier run's, the same command without it." if wanted else "")
+    lines = [f"`python tools/bench_repair.py --models {args.models} --cut {args.cut}"
+             f"{' --only ' + args.only if wanted else ''}` on {describe_machine(machine_info())}.{rerun} "
+             f"`wanda` (unless the row names another criterion) + `--reconstruct` at {100 * args.cut:.0f} % of MACs "
+             "removed, uniform ratio unless the row says global; cosine to the original's outputs on the "
+             "calibration samples the refit used (in-sample) "
              "and on the task's test inputs (held out, from other photographs or other modules' docstrings).", ""]
     for name in args.models.split(","):
         task = bench_heal.TASKS[name]()
@@ -69,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                   "|---|---:|---:|---:|"]
         with tempfile.TemporaryDirectory() as tmp:
             for label, kw in CONFIGS:
+                if wanted and not any(t in label for t in wanted):
+                    if (task.title, label) in written:
+                        lines.append(written[(task.title, label)])
+                    continue
                 t0 = time.perf_counter()
                 res = api.prune(str(task.model), target_macs=f"{1 - args.cut:.3f}x", reconstruct=True,
                                 calibration=task.calib, batch_size=16, **{"criterion": "wanda", **kw})
