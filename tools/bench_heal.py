@@ -3,7 +3,7 @@
 
 For each model and each share of MACs removed (30 % and 50 % by default), in one run:
 
-* **pruned + repaired** — ``prune --target-macs (1-f)x --criterion obs --global --reconstruct`` on
+* **pruned + repaired** — ``prune --target-macs (1-f)x --criterion obs --global --round-to 8 --reconstruct`` on
   the calibration inputs (the best gradient-free path, ``tools/bench_repair.py``; ``--criterion``
   and ``--local`` choose another);
 * **+ heal** — ``heal`` of that model towards the original on the same unlabeled calibration
@@ -313,7 +313,7 @@ def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str], cr
             pruned, healed = Path(tmp) / f"p{cut}.onnx", Path(tmp) / f"h{cut}.onnx"
             t0 = time.perf_counter()
             res = api.prune(str(task.model), target_macs=f"{1 - cut:.3f}x", criterion=criterion, reconstruct=True,
-                            global_ranking=global_ranking, calibration=task.calib,
+                            global_ranking=global_ranking, calibration=task.calib, round_to=8,
                             batch_size=16)  # the default: up to 1024 samples
             res.save(pruned)
             t_prune = time.perf_counter() - t0
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--criterion", default="obs", help="prune's --criterion (default obs)")
     ap.add_argument("--local", action="store_true", help="rank channels within each layer (prune without --global)")
     args = ap.parse_args(argv)
-    how = f"--criterion {args.criterion}" + ("" if args.local else " --global")
+    how = f"--criterion {args.criterion}" + ("" if args.local else " --global") + " --round-to 8"
     cuts = [float(c) for c in args.cuts.split(",")]
     info = machine_info()
     title = "# Accuracy after pruning, repair and healing\n"

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"`python tools/bench_repair.py --models {args.models} --cut {args.cut}"
              f"{' --only ' + args.only if wanted else ''}` on {describe_machine(machine_info())}.{rerun} "
              f"`wanda` (unless the row names another criterion) + `--reconstruct` at {100 * args.cut:.0f} % of MACs "
-             "removed, uniform ratio unless the row says global; cosine to the original's outputs on the "
+             "removed, uniform ratio unless the row says global, `--round-to 8`; cosine to the original's outputs on the "
              "calibration samples the refit used (in-sample) "
              "and on the task's test inputs (held out, from other photographs or other modules' docstrings).", ""]
     for name in args.models.split(","):
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.perf_counter()
                 res = api.prune(str(task.model), target_macs=f"{1 - args.cut:.3f}x", reconstruct=True,
-                                calibration=task.calib, batch_size=16, **{"criterion": "wanda", **kw})
+                                calibration=task.calib, batch_size=16, **{"criterion": "wanda", "round_to": 8, **kw})
                 path = Path(tmp) / "p.onnx"
                 res.save(path)
                 secs = time.perf_counter() - t0
