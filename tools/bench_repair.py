@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -75,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [t for t in (args.only or "").split(",") if t]
     written = _written_rows() if wanted else {}
     rerun = (f" Only the rows whose label contains {' or '.join(repr(t) for t in wanted)} were measured by this "
-             f"command (`--only {args.only}`); the others are an earlier run's, the same command without it." if wanted else "")
+             f"command (`--only {shlex.quote(args.only)}`); the others are an earlier run's, the same command without it." if wanted else "")
     lines = [f"`python tools/bench_repair.py --models {args.models} --cut {args.cut}"
-             f"{' --only ' + args.only if wanted else ''}` on {describe_machine(machine_info())}.{rerun} "
+             f"{' --only ' + shlex.quote(args.only) if wanted else ''}` on {describe_machine(machine_info())}.{rerun} "
              f"`wanda` (unless the row names another criterion) + `--reconstruct` at {100 * args.cut:.0f} % of MACs "
              "removed, uniform ratio unless the row says global, `--round-to 8`; cosine to the original's outputs on the "
              "calibration samples the refit used (in-sample) "
