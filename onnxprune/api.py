@@ -33,7 +33,7 @@ from .calibration import (
 from .depgraph import DepGraph, build_depgraph
 from .errors import ApplyError, PlanError
 from .graph import Model, load
-from .importance import ACTIVATION_CRITERIA, channel_importance
+from .importance import ACTIVATION_CRITERIA, GRAM_CRITERIA, channel_importance
 from .io import fill_weights, load_proto, save_proto, trim_memory
 from .plan import DEFAULT_ROUND_TO, Plan, global_plan, parse_target, ratio_for_target, uniform_plan
 from .profile import LINEAR_OPS, CostModel, Profile, profile
@@ -342,7 +342,7 @@ def prune(
     if needs_stats and not given:
         # With a refit ahead, the Gram matrices are gathered in the same pass (one run of the
         # model instead of two); layers the plan leaves whole just drop theirs.
-        early = [c.node for c in consumers] if (reconstruct and refit) or criterion == "obs" else []
+        early = [c.node for c in consumers] if (reconstruct and refit) or criterion in GRAM_CRITERIA else []
         stage("running the calibration inputs")
         stats = collect_stats(model, calib, consumers, channels=True, grams=early, max_rows=max_rows,
                               seed=seed, progress=progress, proto=original)

@@ -475,6 +475,18 @@ class Consumer:
     def is_conv(self) -> bool:
         return self.op == "Conv"
 
+    def features(self, atoms: np.ndarray) -> np.ndarray:
+        """Rows of :func:`weight_matrix` (input features) that the input channels ``atoms`` span."""
+        atoms = np.asarray(atoms, dtype=np.int64)
+        if self.kernel == 1:
+            return atoms
+        return (atoms[:, None] * self.kernel + np.arange(self.kernel)[None, :]).reshape(-1)
+
+
+def ridge_lambda(cov: np.ndarray, ridge: float) -> float:
+    """The refit's ridge ``λ = ridge·mean(diag C)`` (at least 1e-12) for covariance ``cov``."""
+    return max(ridge * float(np.mean(np.diag(cov))) if cov.size else 0.0, 1e-12)
+
 
 def find_consumers(model: Model) -> list[Consumer]:
     """Conv (ungrouped, 1-D/2-D), Gemm (``transA=0``) and MatMul nodes with a constant weight."""

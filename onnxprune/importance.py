@@ -44,16 +44,18 @@ import logging
 
 import numpy as np
 
-from .calibration import CalibrationStats, Consumer, channel_key, find_consumers, weight_matrix
+from .calibration import CalibrationStats, channel_key, find_consumers, ridge_lambda, weight_matrix
 from .depgraph import DepGraph
 from .errors import PlanError
 from .graph import const_value
 
-__all__ = ["CRITERIA", "ACTIVATION_CRITERIA", "channel_importance", "normalized_importance"]
+__all__ = ["CRITERIA", "ACTIVATION_CRITERIA", "GRAM_CRITERIA", "channel_importance", "normalized_importance"]
 
 log = logging.getLogger(__name__)
 
 ACTIVATION_CRITERIA = ("wanda", "fluct", "apoz", "obs")
+#: criteria that read each consumer's input Gram matrix, not only channel statistics
+GRAM_CRITERIA = ("obs",)
 #: consumers with more input features than this are too large for the greedy OBS updates
 OBS_MAX_FEATURES = 4608
 #: removal rounds over a group's channels (each round takes 1/OBS_ROUNDS of them)
@@ -158,17 +160,15 @@ def _activation(dg: DepGraph, criterion: str, stats: CalibrationStats) -> np.nda
 class _ObsConsumer:
     """One consumer's inverse covariance and weight over the input features still kept."""
 
-    def __init__(self, c: Consumer, cov: np.ndarray, m: np.ndarray, feats: dict[int, np.ndarray], ridge: float):
-        lam = max(ridge * float(np.mean(np.diag(cov))), 1e-12) if cov.size else 1e-12
+    def __init__(self, cov: np.ndarray, m: np.ndarray, feats: dict[int, np.ndarray], ridge: float):
         self.keep = np.arange(cov.shape[0])  # feature ids still present, in order
-        a = cov + lam * np.eye(cov.shape[0])
+        a = cov + ridge_lambda(cov, ridge) * np.eye(cov.shape[0])
         try:
             self.hinv = np.linalg.inv(a)  # positive definite with the ridge
         except np.linalg.LinAlgError:
             self.hinv = np.linalg.pinv(a, hermitian=True)
         self.m = m
         self.feats = feats  # group channel -> its feature ids in this consumer
-        self.name = c.node
 
     def _local(self, ch: int) -> np.ndarray:
         return np.searchsorted(self.keep, self.feats[ch])
@@ -238,13 +238,12 @@ def _obs(dg: DepGraph, stats: CalibrationStats, ridge: float = 1e-3) -> np.ndarr
         if why:
             skipped.update({g: why for g in groups})
             continue
-        feats: dict[int, list[int]] = {}
-        for atom, ch in enumerate(chans):
-            feats.setdefault(int(ch), []).extend(range(atom * c.kernel, (atom + 1) * c.kernel))
+        order = np.argsort(chans, kind="stable")  # each channel's atoms, ascending
+        ids, starts = np.unique(chans[order], return_index=True)
+        feats = {int(ch): c.features(atoms) for ch, atoms in zip(ids, np.split(order, starts[1:]))}
         cov, m = gram.covariance(), weight_matrix(w, c)
         for g in groups:
-            per_group.setdefault(g, []).append(
-                _ObsConsumer(c, cov, m, {ch: np.asarray(f) for ch, f in feats.items()}, ridge))
+            per_group.setdefault(g, []).append(_ObsConsumer(cov, m, feats, ridge))
     for g, why in skipped.items():
         per_group.pop(g, None)
         log.info("obs: group %d scored by wanda: %s", g, why)

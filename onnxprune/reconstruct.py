@@ -67,6 +67,7 @@ from .calibration import (
     CrossGramStats,
     channel_key,
     find_consumers,
+    ridge_lambda,
     weight_matrix,
 )
 from .depgraph import DepGraph
@@ -151,8 +152,7 @@ def refit_weights(
     ``M_S`` (``m_s0``) defaults to the rows of ``m`` at the kept features, which the caller
     passes when the kept features are not simply a subset (cross statistics).
     """
-    lam = ridge * float(np.mean(np.diag(cov_ss))) if cov_ss.size else 0.0
-    lam = max(lam, 1e-12)
+    lam = ridge_lambda(cov_ss, ridge)
     a = cov_ss + lam * np.eye(cov_ss.shape[0])
     rhs = cov_s_all @ m + lam * m_s0
     try:
@@ -160,12 +160,6 @@ def refit_weights(
     except np.linalg.LinAlgError:
         m_s = np.linalg.lstsq(a, rhs, rcond=None)[0]
     return m_s, mu_all @ m - mu_s @ m_s
-
-
-def _features(c: Consumer, atoms: np.ndarray) -> np.ndarray:
-    if c.kernel == 1:
-        return atoms
-    return (atoms[:, None] * c.kernel + np.arange(c.kernel)[None, :]).reshape(-1)
 
 
 def _feature_means(c: Consumer, stats: CalibrationStats, k: int) -> np.ndarray | None:
@@ -297,7 +291,7 @@ def reconstruct(
             continue
         m = weight_matrix(cut.weight.astype(np.float64), c) * cut.scale  # [K, N]
         k, n = m.shape
-        feats = _features(c, cut.kept_in)
+        feats = c.features(cut.kept_in)
         removed = np.setdiff1d(np.arange(k), feats)
         gram = stats.grams.get(c.node) if refit else None
         if gram is not None and gram.gram is not None and gram.gram.shape[0] == k:

@@ -56,7 +56,7 @@ from .depgraph import DepGraph, build_depgraph
 from .errors import UsageError
 from .feeds import plan_feeds
 from .graph import Model, load
-from .importance import ACTIVATION_CRITERIA, channel_importance
+from .importance import ACTIVATION_CRITERIA, GRAM_CRITERIA, channel_importance
 from .io import save_text
 from .plan import Plan, _summarize, group_removal
 from .reconstruct import consumer_cuts
@@ -179,7 +179,7 @@ def calibration_stats(model: Model, proto: onnx.ModelProto, calib: Calibration, 
         return None
     consumers = find_consumers(model)
     batches = _batched([calib.feeds], proto, n_samples=_n_samples(calib), batch_size=32, seed=seed)
-    grams = [c.node for c in consumers] if (reconstruct and refit) or criterion == "obs" else []
+    grams = [c.node for c in consumers] if (reconstruct and refit) or criterion in GRAM_CRITERIA else []
     return collect_stats(model, batches, consumers, channels=True, grams=grams, seed=seed, proto=proto)
 
 
