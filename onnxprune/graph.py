@@ -11,14 +11,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from .feeds import FeedPlan, plan_feeds
 from .io import (
     PROBE_MIN_ELEMENTS,
     ExternalRef,
+    SourceFile,
     default_opset,
     fill_weights,
     infer_static_shapes,
@@ -54,9 +58,34 @@ def is_const(t: gs.Tensor) -> bool:
     return isinstance(t, gs.Constant) or _constant_node(t) is not None
 
 
+class StoredValues(LazyValues):
+    """A large float weight left in the model's file until something uses it.
+
+    :func:`const_value` reads it each time without keeping it, pruning replaces it by the cut
+    array, and export writes it straight from the file: the weights of a loaded model are never
+    all in memory at once. The graph library's own ``Constant.values`` reads it for good.
+    """
+
+    def __init__(self, name: str, ref: ExternalRef, source: SourceFile) -> None:
+        self.ref, self.source = ref, source
+        self.tensor = onnx.TensorProto(name=name, dims=list(ref.dims), data_type=ref.data_type)
+        self.shape = list(ref.dims)
+        self.dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ref.data_type))
+        self.nbytes = ref.length
+
+    def load(self) -> np.ndarray:
+        return read_external(self.ref, self.source)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        v = self.load()
+        return v if dtype is None else v.astype(dtype, copy=False)
+
+
 def const_value(t: gs.Tensor) -> np.ndarray | None:
     """The value of an initializer or a ``Constant`` node output, else ``None``."""
     if isinstance(t, gs.Constant):
+        if isinstance(t._values, StoredValues):
+            return t._values.load()  # read for this use only
         return np.asarray(t.values)
     node = _constant_node(t)
     if node is not None:
@@ -190,12 +219,17 @@ def export_without_weights(graph: gs.Graph) -> tuple[onnx.ModelProto, dict[str, 
     all in, so at its peak every weight would be held three times (numpy, the loose tensors,
     the graph).
     """
-    from onnx_graphsurgeon.ir.tensor import LazyValues
-
     inner = {name for sub in _subgraphs(graph) for name in sub.tensors()}  # exported there too: left as they are
     swapped: list[tuple[gs.Constant, Any]] = []
     try:
         for t in graph.tensors().values():
+            if isinstance(t, gs.Constant) and isinstance(t._values, StoredValues):
+                if t.name in inner:  # exported by the library with the subgraph: needs its bytes
+                    t.values = t._values.load()
+                    continue
+                swapped.append((t, t._values))  # written straight from the file
+                t._values = LazyValues(t._values.tensor)
+                continue
             if not isinstance(t, gs.Constant) or isinstance(t._values, LazyValues) or t.name in inner:
                 continue
             v = t._values
@@ -226,9 +260,9 @@ def untie_uniform_constants(graph: gs.Graph) -> int:
     """
     made = 0
     for t in list(graph.tensors().values()):
-        if not isinstance(t, gs.Constant) or len(t.outputs) < 2 or t.values.size < 2:
+        if not isinstance(t, gs.Constant) or len(t.outputs) < 2 or int(np.prod(t.shape)) < 2:
             continue
-        v = t.values
+        v = const_value(t)
         if not (v.dtype.kind in "fiub" and np.all(v == v.reshape(-1)[0])):
             continue
         for k, node in enumerate(list(t.outputs)[1:], start=1):
@@ -329,16 +363,23 @@ def _all_constants(graph: gs.Graph):  # noqa: ANN202 - yields gs.Constant
 
 
 def _read_weights(graph: gs.Graph, deferred: dict[str, ExternalRef]) -> None:
-    """Reads every weight into numpy now, so the parsed protobuf can be freed when loading ends:
-    one copy of the weights stays resident, not two. Weights left in the file (``deferred``:
-    large inline weights, or those of models over the protobuf limit) come straight from it."""
-    from onnx_graphsurgeon.ir.tensor import LazyValues
+    """Takes every weight out of the parsed protobuf, so it can be freed when loading ends.
 
+    Weights left in the file (``deferred``: large inline weights, or those of models over the
+    protobuf limit) stay there when they are float (:class:`StoredValues`) and are otherwise
+    read straight from it; the rest are read into numpy now."""
+    sources: dict[Path, SourceFile] = {}
+    inner = {name for sub in _subgraphs(graph) for name in sub.tensors()}  # exported whole, with bytes
     for t in _all_constants(graph):
         lazy = t._values if isinstance(t._values, LazyValues) else None
         stored = lazy is not None and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL
         ref = deferred.get(t.name) if stored else None
-        t.values = read_external(ref) if ref is not None else np.asarray(t.values)
+        if ref is not None and t._export_dtype is None and lazy.dtype in _LEFT_OUT_TYPES and t.name not in inner:
+            # float weights stay in the file until used (see StoredValues)
+            source = sources.get(ref.path) or sources.setdefault(ref.path, SourceFile(ref.path))
+            t._values = StoredValues(t.name, ref, source)
+        else:
+            t.values = read_external(ref) if ref is not None else np.asarray(t.values)
         # The data now lives in memory; where it goes on disk is decided when saving.
         t.data_location = None
 

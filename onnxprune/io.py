@@ -327,8 +327,9 @@ class ExternalRef:
     dims: tuple[int, ...]
 
 
-def read_external(ref: ExternalRef) -> np.ndarray:
-    """Reads one tensor from its data file into a fresh array (the only copy in memory)."""
+def read_external(ref: ExternalRef, source: SourceFile | None = None) -> np.ndarray:
+    """Reads one tensor from its data file into a fresh array (the only copy in memory);
+    through ``source`` (the file held open since loading) when given."""
     dtype = onnx.helper.tensor_dtype_to_np_dtype(ref.data_type)
     count = int(np.prod(ref.dims, dtype=np.int64))
     if count * dtype.itemsize != ref.length:
@@ -336,12 +337,54 @@ def read_external(ref: ExternalRef) -> np.ndarray:
             f"{ref.path.name}: {ref.length} bytes at offset {ref.offset} do not hold a "
             f"{list(ref.dims)} tensor of {dtype}"
         )
+    out = np.empty(count, dtype=dtype)
+    if source is not None:
+        source.read_into(ref, memoryview(out).cast("B"))
+        return out.reshape(ref.dims)
     with open(ref.path, "rb") as f:
         f.seek(ref.offset)
-        out = np.empty(count, dtype=dtype)
         if f.readinto(memoryview(out).cast("B")) != ref.length:
             raise ModelLoadError(f"{ref.path.name}: external data is truncated at offset {ref.offset}")
     return out.reshape(ref.dims)
+
+
+class SourceFile:
+    """A weights file held open from loading on, so weights can stay in it until they are used.
+
+    The open handle keeps reading the file that was loaded even when its path is replaced
+    (an atomic save over it) or removed; a file changed in place is detected by its size and
+    modification time and refused.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path = path
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - held for the model's life
+        st = os.fstat(self._file.fileno())
+        self._stamp = (st.st_size, st.st_mtime_ns)
+        self._lock = threading.Lock()
+
+    def read_into(self, ref: ExternalRef, buf: memoryview) -> None:
+        with self._lock:
+            st = os.fstat(self._file.fileno())
+            if (st.st_size, st.st_mtime_ns) != self._stamp:
+                raise ModelLoadError(
+                    f"{self.path}: the file changed after the model was loaded; its weights "
+                    "cannot be read (load the model again)"
+                )
+            self._file.seek(ref.offset)
+            done = 0
+            while done < ref.length:
+                n = self._file.readinto(buf[done:])
+                if not n:
+                    raise ModelLoadError(f"{self.path.name}: external data is truncated at offset {ref.offset}")
+                done += n
+
+    def __del__(self) -> None:
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
 
 
 def load_proto_deferred(

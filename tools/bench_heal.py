@@ -118,6 +118,18 @@ _MODULES_A = ("json", "os", "pathlib", "argparse", "logging", "subprocess", "col
 _MODULES_B = ("http.client", "urllib.request", "tarfile", "csv", "sqlite3", "decimal", "socket", "threading",
               "inspect", "datetime", "string", "textwrap", "heapq", "random", "statistics", "fractions")
 
+#: More calibration modules, read after ``_MODULES_A`` when ``--sentences`` asks for more than it
+#: holds (none of ``_MODULES_B``'s).
+_MODULES_C = ("re", "enum", "contextlib", "io", "abc", "copy", "pickle", "configparser", "importlib", "ast",
+              "traceback", "warnings", "multiprocessing", "concurrent.futures", "xml.etree.ElementTree",
+              "html.parser", "calendar", "difflib", "optparse", "gettext", "locale", "mailbox", "smtplib",
+              "ftplib", "imaplib", "uuid", "hashlib", "hmac", "secrets", "base64", "struct", "codecs",
+              "operator", "weakref", "types", "numbers", "math", "array", "bisect", "queue", "sched",
+              "selectors", "signal", "tempfile", "glob", "fnmatch", "filecmp", "gzip", "bz2", "lzma",
+              "plistlib", "pprint", "reprlib", "doctest", "pdb", "timeit", "trace", "tracemalloc",
+              "sysconfig", "pkgutil", "runpy", "tokenize", "dis", "pickletools", "platform", "shlex", "cmd",
+              "wave", "colorsys", "ipaddress", "webbrowser", "xmlrpc.client", "wsgiref.util", "mimetypes")
+
 
 # ------------------------------------------------------------------------------------ metrics
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,7 +197,7 @@ def _minilm_tokenizer():  # noqa: ANN202
         return Tokenizer.from_str(z.read("tokenizer.json").decode())
 
 
-def task_minilm(seq: int = 48) -> Task:
+def task_minilm(seq: int = 48, sentences: int = 1536) -> Task:
     tok = _minilm_tokenizer()
     tok.enable_truncation(seq)
     tok.enable_padding(length=seq)
@@ -196,7 +208,7 @@ def task_minilm(seq: int = 48) -> Task:
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
                 "token_type_ids": np.zeros_like(ids)}
 
-    calib_s, test_s = docstring_sentences(_MODULES_A, 1536), docstring_sentences(_MODULES_B, 256)
+    calib_s, test_s = docstring_sentences(_MODULES_A + _MODULES_C, sentences), docstring_sentences(_MODULES_B, 256)
     test = encode(test_s)
     masks = [b["attention_mask"] for b in _batches(test)]
 
@@ -209,7 +221,7 @@ def task_minilm(seq: int = 48) -> Task:
     return Task("minilm", "all-MiniLM-L6-v2 sentence embedder, sentences of the standard library's docstrings",
                 realworld.fetch_export("all-minilm-l6-v2"), _batches(encode(calib_s)), _batches(test), metrics,
                 {"cosine": (">=", 0.98)},
-                f"{len(calib_s)} calibration sentences ({len(_MODULES_A)} modules), {len(test_s)} test sentences "
+                f"{len(calib_s)} calibration sentences (of {len(_MODULES_A + _MODULES_C)} modules), {len(test_s)} test sentences "
                 f"({len(_MODULES_B)} other modules), {seq} tokens, mean pooling over the mask")
 
 
@@ -347,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=8.0, help="heal budget per model and cut (default 8)")
     ap.add_argument("--criterion", default="obs", help="prune's --criterion (default obs)")
     ap.add_argument("--local", action="store_true", help="rank channels within each layer (prune without --global)")
+    ap.add_argument("--sentences", type=int, default=1536,
+                    help="minilm's calibration sentences (default 1536; more come from more standard-library modules)")
     args = ap.parse_args(argv)
     how = f"--criterion {args.criterion}" + ("" if args.local else " --global") + " --round-to 8"
     cuts = [float(c) for c in args.cuts.split(",")]
@@ -362,12 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         lines: list[str] = []
         t0 = time.perf_counter()
-        run_task(TASKS[name](), cuts, args.minutes, lines, args.criterion, not args.local)
-        flags = f" --criterion {args.criterion}" + (" --local" if args.local else "")
+        more = name == "minilm" and args.sentences != 1536
+        task = task_minilm(sentences=args.sentences) if more else TASKS[name]()
+        run_task(task, cuts, args.minutes, lines, args.criterion, not args.local)
+        flags = f" --criterion {args.criterion}" + (" --local" if args.local else "") + (
+            f" --sentences {args.sentences}" if more else "")
         lines[2:2] = [f"Measured by `python tools/bench_heal.py --models {name} --cuts {args.cuts} --minutes "
                       f"{args.minutes:g}{flags}` on {describe_machine(info)} (pruned with `{how}`) in "
                       f"{time.perf_counter() - t0:.0f} s.", ""]
-        write_section(DOC, f"heal-{name}", "\n".join(lines) + "\n", title=title)
+        write_section(DOC, f"heal-{name}" + (f"-{args.sentences}" if more else ""), "\n".join(lines) + "\n", title=title)
         print("\n".join(lines), flush=True)
     return 0
 
