@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.api import prune
+from onnxprune.latency_model import LatencyModel
 from onnxprune.search import LATENCY_SLACK, RELAX_BELOW, SearchOptions, _Search, search
 from onnxprune.sensitivity import Calibration, Evaluator, _fidelity, split_calibration
 from onnxprune.verify import session
@@ -77,13 +78,18 @@ def _mlp2(seed: int = 0) -> onnx.ModelProto:
 
 
 def _mlp_search(tmp_path, monkeypatch, greedy=None, **kw):
-    """A search on the MLP whose end-to-end latency is its MACs share (no timer noise)."""
+    """A search on the MLP whose end-to-end latency is its MACs share and whose layer tables are its
+    layers' sizes (no timer noise, so a busy machine cannot change what is feasible)."""
 
     def fake_measure(self, configs, repeat):
         return [10.0] + [10.0 * (0.1 + 0.9 * self.lat.macs_params(self.space.removed(c))[0] / self.lat.full_macs)
                          for c in configs]
 
+    def fake_layer_times(self, models, repeat, warmup):  # a layer's time is its weights' size
+        return [0.01 + 1e-4 * sum(int(np.prod(t.dims)) for t in m.graph.initializer) for m, _ in models]
+
     monkeypatch.setattr(_Search, "_measure", fake_measure)
+    monkeypatch.setattr(LatencyModel, "_time_models", fake_layer_times)
     if greedy is not None:
         monkeypatch.setattr(_Search, "greedy", greedy)
     path = tmp_path / "mlp.onnx"

@@ -208,7 +208,8 @@ def task_minilm(seq: int = 48, sentences: int = 1536) -> Task:
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
                 "token_type_ids": np.zeros_like(ids)}
 
-    calib_s, test_s = docstring_sentences(_MODULES_A + _MODULES_C, sentences), docstring_sentences(_MODULES_B, 256)
+    calib_s = docstring_sentences(_MODULES_A + _MODULES_C, sentences)
+    test_s = docstring_sentences(_MODULES_B, 256, exclude=set(calib_s))
     test = encode(test_s)
     masks = [b["attention_mask"] for b in _batches(test)]
 
@@ -249,20 +250,23 @@ def _render(lines: list[str], seed: int, width: int = 320) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def _text_lines(modules: tuple[str, ...], n: int, seed: int) -> list[str]:
+def _text_lines(modules: tuple[str, ...], n: int, seed: int, exclude: frozenset[str] | set[str] = frozenset()
+                ) -> list[str]:
     words = [w for s in docstring_sentences(modules, 4000) for w in s.split() if w.isascii()]
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:
         k = int(rng.integers(0, len(words) - 6))
         line = " ".join(words[k:k + int(rng.integers(1, 5))])[:24]
-        if len(line) >= 3:
+        if len(line) >= 3 and line not in exclude:
             out.append(line)
     return out
 
 
 def task_ppocr() -> Task:
-    calib, test = _render(_text_lines(_MODULES_A, 1024, 0), 0), _render(_text_lines(_MODULES_B, 200, 1), 1)
+    calib_lines = _text_lines(_MODULES_A, 1024, 0)
+    calib = _render(calib_lines, 0)
+    test = _render(_text_lines(_MODULES_B, 200, 1, exclude=set(calib_lines)), 1)
 
     def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
         a = [s for o in orig for s in _ctc(o[0])]
@@ -275,6 +279,103 @@ def task_ppocr() -> Task:
                 {"CER": ("<=", 0.10)},
                 f"{len(calib)} calibration lines and {len(test)} test lines (48x320, DejaVu fonts, 22-33 px, grey "
                 "levels and noise varied), words of disjoint docstrings; CER against the original's decoding")
+
+
+#: Characters drawn for the detector: Latin, digits, Greek and Cyrillic capitals of DejaVu Sans.
+_GLYPHS = "ABCDEFGHJKLMNPQRSTUVWXYZabdefghkmnqrtuy23456789ΔΣΩЖЯБ"
+
+
+def _scenes(files: list[Path], per_image: int, seed: int, size: int = 416) -> np.ndarray:
+    """Click-captcha-like scenes for ddddocr's detector: a crop of a photograph with 3-6 characters
+    drawn on it (fonts, sizes, colours and outlines varied), letterboxed as ddddocr does (BGR, 0-255,
+    padding 114)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf"))
+    out = []
+    for f in files:
+        photo = Image.open(f).convert("RGB")
+        w, h = photo.size
+        for _ in range(per_image):
+            s = rng.uniform(0.4, 1.0)
+            cw, ch = int(w * s), int(h * s * rng.uniform(0.5, 1.0))
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            im = photo.crop((x0, y0, x0 + cw, y0 + ch)).resize((int(rng.integers(300, 420)),
+                                                               int(rng.integers(180, 340))))
+            draw = ImageDraw.Draw(im)
+            for _ in range(int(rng.integers(3, 7))):
+                px = int(rng.integers(28, 56))
+                font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), px) if fonts else \
+                    ImageFont.load_default(size=px)
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                draw.text((int(rng.integers(0, im.width - 50)), int(rng.integers(0, im.height - 60))),
+                          _GLYPHS[int(rng.integers(len(_GLYPHS)))], fill=colour, font=font,
+                          stroke_width=int(rng.integers(0, 3)), stroke_fill=tuple(255 - v for v in colour))
+            r = min(size / im.height, size / im.width)
+            im = im.resize((int(im.width * r), int(im.height * r)), Image.BILINEAR)
+            canvas = np.full((size, size, 3), 114, np.uint8)
+            canvas[:im.height, :im.width] = np.asarray(im)[:, :, ::-1]
+            out.append(canvas.transpose(2, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
+def _yolox_boxes(pred: np.ndarray, size: int = 416, score: float = 0.1, nms: float = 0.45) -> np.ndarray:
+    """ddddocr's own decoding of one image's YOLOX output [anchors, 6]: grid and stride, objectness
+    times class score above ``score``, greedy NMS at ``nms``; rows x0, y0, x1, y1."""
+    grids, strides = [], []
+    for st in (8, 16, 32):
+        n = size // st
+        xv, yv = np.meshgrid(np.arange(n), np.arange(n))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((n * n, 1), st))
+    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    xy, wh = (pred[:, :2] + grid) * stride, np.exp(np.minimum(pred[:, 2:4], 20)) * stride
+    sc = pred[:, 4] * pred[:, 5]
+    keep = sc > score
+    boxes, sc = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep], sc[keep]
+    chosen = []
+    for i in np.argsort(-sc):
+        if all(_iou(boxes[i], boxes[j]) <= nms for j in chosen):
+            chosen.append(i)
+    return boxes[chosen]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9))
+
+
+def _detection_f1(orig: list[np.ndarray], other: list[np.ndarray], iou: float = 0.5) -> dict[str, float]:
+    """F1 of ``other``'s detections against ``orig``'s, per image greedy one-to-one matching at IoU >= ``iou``."""
+    tp = n_ref = n_out = 0
+    for ref, out in zip(orig, other):
+        free = list(range(len(out)))
+        for r in ref:
+            best = max(free, key=lambda j: _iou(r, out[j]), default=None)
+            if best is not None and _iou(r, out[best]) >= iou:
+                tp += 1
+                free.remove(best)
+        n_ref, n_out = n_ref + len(ref), n_out + len(out)
+    p, r = tp / max(1, n_out), tp / max(1, n_ref)
+    return {"F1": 2 * p * r / max(1e-12, p + r), "precision": p, "recall": r}
+
+
+def task_det() -> Task:
+    files = _images()
+    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    calib, test = _scenes(calib_files, 48, 0), _scenes(test_files, 16, 1)
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        return _detection_f1([_yolox_boxes(o[0][0]) for o in orig], [_yolox_boxes(o[0][0]) for o in other])
+
+    return Task("ddddocr-det", "ddddocr's YOLOX character detector (ddddocr 1.5.6), characters drawn on photographs",
+                realworld._source("ddddocr-det"), _batches({"images": calib}, 1), _batches({"images": test}, 1),
+                metrics, {"F1": (">=", 0.85)},
+                f"{len(calib)} calibration scenes on {len(calib_files)} photographs, {len(test)} test scenes on "
+                f"{len(test_files)} others (3-6 characters each, DejaVu fonts 28-55 px, letterboxed to 416x416 as "
+                "ddddocr does); detections decoded as ddddocr does (score > 0.1, NMS 0.45), matched one to one "
+                "at IoU >= 0.5 against the original's")
 
 
 def task_digits() -> Task:
@@ -295,7 +396,8 @@ def task_digits() -> Task:
                 {"accuracy change (points)": (">=", -1.0)}, "256 calibration images, 360 labelled test images")
 
 
-TASKS = {"reid": task_reid, "minilm": task_minilm, "ppocr-rec": task_ppocr, "digits_cnn": task_digits}
+TASKS = {"reid": task_reid, "minilm": task_minilm, "ppocr-rec": task_ppocr, "ddddocr-det": task_det,
+         "digits_cnn": task_digits}
 
 
 # --------------------------------------------------------------------------------------- run
@@ -347,7 +449,7 @@ def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str], cr
 def _fmt(key: str, v: float) -> str:
     if "points" in key:
         return f"{v:+.2f}"
-    if key in ("accuracy", "top-1 agreement", "NN agreement", "lines equal"):
+    if key in ("accuracy", "top-1 agreement", "NN agreement", "lines equal", "precision", "recall"):
         return f"{100 * v:.1f} %"
     return f"{v:.4f}"
 

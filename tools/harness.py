@@ -115,9 +115,11 @@ def mb(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def docstring_sentences(modules: tuple[str, ...], limit: int) -> list[str]:
+def docstring_sentences(modules: tuple[str, ...], limit: int, exclude: frozenset[str] | set[str] = frozenset()
+                        ) -> list[str]:
     """Up to ``limit`` distinct sentences (30-200 characters) from the docstrings of the standard
-    library's ``modules`` and their public members: real English that ships with Python."""
+    library's ``modules`` and their public members: real English that ships with Python. Sentences in
+    ``exclude`` (say, a calibration set) are skipped, since modules re-export each other's docs."""
     import importlib
     import re
 
@@ -133,7 +135,7 @@ def docstring_sentences(modules: tuple[str, ...], limit: int) -> list[str]:
             if not isinstance(doc, str):
                 continue
             for sent in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                if 30 <= len(sent) <= 200 and sent not in seen:
+                if 30 <= len(sent) <= 200 and sent not in seen and sent not in exclude:
                     seen.add(sent)
                     out.append(sent)
         if len(out) >= limit:
