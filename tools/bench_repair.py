@@ -66,6 +66,21 @@ def _written_rows() -> dict[tuple[str, str], str]:
     return rows
 
 
+def _written_blocks() -> dict[str, str]:
+    """Each model's table as docs/accuracy.md's ``repair`` section has it, by its ``###`` title."""
+    text = bench_heal.DOC.read_text() if bench_heal.DOC.exists() else ""
+    begin, end = text.find("<!-- repair:begin -->"), text.find("<!-- repair:end -->")
+    blocks: dict[str, list[str]] = {}
+    title = None
+    for line in text[begin:end].splitlines() if begin >= 0 else []:
+        if line.startswith("### "):
+            title = line[4:].strip()
+            blocks[title] = []
+        if title is not None and not line.startswith("(The table above is from an earlier run"):
+            blocks[title].append(line)
+    return {t: "\n".join(b) for t, b in blocks.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="reid,minilm", help="bench_heal tasks (default reid,minilm)")
@@ -83,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
              "removed, uniform ratio unless the row says global, `--round-to 8`; cosine to the original's outputs on the "
              "calibration samples the refit used (in-sample) "
              "and on the task's test inputs (held out, from other photographs or other modules' docstrings).", ""]
+    titles: list[str] = []
     for name in args.models.split(","):
         task = bench_heal.TASKS[name]()
         n_calib = sum(len(next(iter(f.values()))) for f in task.calib)
         first = task.calib[: max(1, 256 // len(next(iter(task.calib[0].values()))))]  # the first 256: in every fit
         orig_in, orig_out = bench_heal._outputs(task.model, first), bench_heal._outputs(task.model, task.test)
+        titles.append(task.title)
         lines += [f"### {task.title}", "", f"{n_calib} calibration samples available; in-sample = the first 256 "
                   "(used by every row).", "", "| repair | in-sample cosine | held-out cosine | seconds |",
                   "|---|---:|---:|---:|"]
@@ -108,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {label} | {cin:.4f} | {cout:.4f} | {secs:.0f} |")
                 print(name, label, f"in {cin:.4f} out {cout:.4f} {secs:.0f}s", flush=True)
         lines.append("")
+    for title, block in _written_blocks().items():  # models not run this time keep their tables
+        if title not in titles:
+            lines += [f"{block.rstrip()}", "", f"(The table above is from an earlier run, without `--models {args.models}`.)", ""]
     write_section(bench_heal.DOC, "repair", "## Repair without gradients: what holds on held-out inputs\n\n"
                   + "\n".join(lines), title="# Accuracy after pruning, repair and healing\n")
     print(f"wrote {bench_heal.DOC.relative_to(REPO)}")
