@@ -54,16 +54,20 @@ def test_analysis_and_scoring_leave_the_weights_in_the_file(saved: Path):
     assert {t.name for t in _stored(m)} == {t.name for t in stored}  # nothing kept a copy
 
 
+def _assert_same_initializers(got: onnx.ModelProto, want: onnx.ModelProto) -> None:
+    a = {t.name: onnx.numpy_helper.to_array(t) for t in want.graph.initializer}
+    b = {t.name: onnx.numpy_helper.to_array(t) for t in got.graph.initializer}
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k])
+
+
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
 def test_pruning_from_the_file_equals_pruning_in_memory(saved: Path, ratio: float):
     from_memory = api.prune(onnx.load(str(saved)), ratio=ratio)
     from_file = api.prune(str(saved), ratio=ratio)
     assert_valid(from_file.proto)
-    a = {t.name: onnx.numpy_helper.to_array(t) for t in from_memory.proto.graph.initializer}
-    b = {t.name: onnx.numpy_helper.to_array(t) for t in from_file.proto.graph.initializer}
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(b[k], a[k])
+    _assert_same_initializers(from_file.proto, from_memory.proto)
 
 
 def test_dead_channels_prune_losslessly_from_the_file(saved: Path):
@@ -79,11 +83,7 @@ def test_a_replaced_source_path_still_reads_the_loaded_file(saved: Path, tmp_pat
     onnx.save_model(ZOO["vgg_like"](), str(other))
     os.replace(other, saved)  # an atomic save over the path the model came from
     res = api.prune(m, ratio=0.5)
-    a = {t.name: onnx.numpy_helper.to_array(t) for t in expected.proto.graph.initializer}
-    b = {t.name: onnx.numpy_helper.to_array(t) for t in res.proto.graph.initializer}
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(b[k], a[k])
+    _assert_same_initializers(res.proto, expected.proto)
 
 
 def test_a_file_changed_in_place_is_refused(saved: Path):

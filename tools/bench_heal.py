@@ -94,6 +94,17 @@ def _images() -> list[Path]:
     return sorted(folder.iterdir())
 
 
+def _random_crop(im, rng: np.random.Generator, lo: float, hi: float, narrow: str):  # noqa: ANN001, ANN202
+    """A crop of ``im`` at a random place: a share in [lo, hi) of each side, the ``narrow`` side
+    (width or height) shortened once more by a factor in [0.5, 1)."""
+    w, h = im.size
+    s = rng.uniform(lo, hi)
+    f = rng.uniform(0.5, 1.0)
+    cw, ch = (int(w * s * f), int(h * s)) if narrow == "width" else (int(w * s), int(h * s * f))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return im.crop((x0, y0, x0 + cw, y0 + ch))
+
+
 def _crops(files: list[Path], per_image: int, seed: int, size: tuple[int, int] = (224, 224)) -> np.ndarray:
     from PIL import Image
 
@@ -101,12 +112,9 @@ def _crops(files: list[Path], per_image: int, seed: int, size: tuple[int, int] =
     out = []
     for f in files:
         im = Image.open(f).convert("RGB")
-        w, h = im.size
         for _ in range(per_image):
-            s = rng.uniform(0.25, 0.8)
-            cw, ch = int(w * s * rng.uniform(0.5, 1.0)), int(h * s)
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            c = np.asarray(im.crop((x0, y0, x0 + cw, y0 + ch)).resize(size[::-1], Image.BILINEAR), np.float32) / 255
+            c = np.asarray(_random_crop(im, rng, 0.25, 0.8, narrow="width").resize(size[::-1], Image.BILINEAR),
+                           np.float32) / 255
             c = (c - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
             out.append(c.transpose(2, 0, 1).astype(np.float32))
     return np.stack(out)
@@ -301,13 +309,9 @@ def _scenes(files: list[Path], per_image: int, seed: int, size: int = 416) -> np
     out = []
     for f in files:
         photo = Image.open(f).convert("RGB")
-        w, h = photo.size
         for _ in range(per_image):
-            s = rng.uniform(0.4, 1.0)
-            cw, ch = int(w * s), int(h * s * rng.uniform(0.5, 1.0))
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            im = photo.crop((x0, y0, x0 + cw, y0 + ch)).resize((int(rng.integers(300, 420)),
-                                                               int(rng.integers(180, 340))))
+            im = _random_crop(photo, rng, 0.4, 1.0, narrow="height").resize((int(rng.integers(300, 420)),
+                                                                            int(rng.integers(180, 340))))
             draw = ImageDraw.Draw(im)
             for _ in range(int(rng.integers(3, 7))):
                 px = int(rng.integers(28, 56))
