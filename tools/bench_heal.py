@@ -479,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     title = "# Accuracy after pruning, repair and healing\n"
     write_section(DOC, "method", f"Pruning: `prune --target-macs (1-cut)x {how} --reconstruct` on at most "
                   "1024 calibration samples (the default); healing: `heal` with its defaults (Adam 3e-4 halved on plateaus, batch 16, "
-                  "mixup and noise, outputs plus up to 8 shared features) on all calibration samples, 15 % of them "
+                  "mixup and noise, outputs plus up to 8 shared features) on up to 1024 calibration samples (its "
+                  "default), 15 % of them "
                   "held out for early stopping. Every metric compares with the original model's outputs on test "
                   "inputs no step saw (the heal row also shows the cosine on heal's own held-out calibration "
                   "samples). One section per model; each says the command and the machine that measured it.\n",
