@@ -52,20 +52,6 @@ CONFIGS = [
 ]
 
 
-def _written_rows() -> dict[tuple[str, str], str]:
-    """The rows of the written ``repair`` section, by (model title, repair label)."""
-    rows: dict[tuple[str, str], str] = {}
-    title = ""
-    text = bench_heal.DOC.read_text() if bench_heal.DOC.exists() else ""
-    begin, end = text.find("<!-- repair:begin -->"), text.find("<!-- repair:end -->")
-    for line in text[begin:end].splitlines() if begin >= 0 else []:
-        if line.startswith("### "):
-            title = line[4:].strip()
-        elif line.startswith("| ") and not line.startswith("| repair"):
-            rows[(title, line.split(" | ")[0][2:])] = line
-    return rows
-
-
 def _written_blocks() -> dict[str, str]:
     """Each model's table as docs/accuracy.md's ``repair`` section has it, by its ``###`` title."""
     text = bench_heal.DOC.read_text() if bench_heal.DOC.exists() else ""
@@ -79,6 +65,12 @@ def _written_blocks() -> dict[str, str]:
         if title is not None and not line.startswith("(The table above is from an earlier run"):
             blocks[title].append(line)
     return {t: "\n".join(b) for t, b in blocks.items()}
+
+
+def _written_rows() -> dict[tuple[str, str], str]:
+    """The rows of the written ``repair`` section, by (model title, repair label)."""
+    return {(title, line.split(" | ")[0][2:]): line for title, block in _written_blocks().items()
+            for line in block.splitlines() if line.startswith("| ") and not line.startswith("| repair")}
 
 
 def main(argv: list[str] | None = None) -> int:
