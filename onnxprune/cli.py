@@ -273,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--budget-minutes", type=float, default=10.0, metavar="N",
                     help="training budget in minutes, held-out checks included (default 10)")
     ph.add_argument("--epochs", type=int, default=None, metavar="N", help="stop after N passes over the data")
-    ph.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate, halved on plateaus (default 3e-4)")
+    ph.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate, halved on plateaus (default: 1e-4 for models with attention, "
+                         "whose pretrained weights take smaller steps; 3e-4 otherwise)")
     ph.add_argument("--batch-size", type=int, default=16, metavar="N", help="samples per step (default 16)")
     ph.add_argument("--holdout", type=float, default=0.15, metavar="F",
                     help="share of the samples never trained on, for early stopping and the reported "

