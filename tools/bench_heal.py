@@ -99,6 +99,26 @@ def _images() -> list[Path]:
     return sorted(folder.iterdir())
 
 
+def _photo_split() -> tuple[list[Path], list[Path]]:
+    """The scikit-image photographs as (test, calibration): every third one is held out."""
+    files = _images()
+    return files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+
+
+def _imagenet(x: np.ndarray) -> np.ndarray:
+    """HWC values in [0, 1] normalised by ImageNet's channel mean and deviation."""
+    return (x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+
+
+def _font(fonts: list[Path], rng: np.random.Generator, px: int):  # noqa: ANN202
+    """One of ``fonts`` at random at ``px`` pixels (Pillow's own font where none is installed)."""
+    from PIL import ImageFont
+
+    if not fonts:
+        return ImageFont.load_default(size=px)
+    return ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), px)
+
+
 def _random_crop(im, rng: np.random.Generator, lo: float, hi: float, narrow: str):  # noqa: ANN001, ANN202
     """A crop of ``im`` at a random place: a share in [lo, hi) of each side, the ``narrow`` side
     (width or height) shortened once more by a factor in [0.5, 1)."""
@@ -120,7 +140,7 @@ def _crops(files: list[Path], per_image: int, seed: int, size: tuple[int, int] =
         for _ in range(per_image):
             c = np.asarray(_random_crop(im, rng, 0.25, 0.8, narrow="width").resize(size[::-1], Image.BILINEAR),
                            np.float32) / 255
-            c = (c - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+            c = _imagenet(c)
             out.append(c.transpose(2, 0, 1).astype(np.float32))
     return np.stack(out)
 
@@ -189,8 +209,7 @@ def _edits(a: list[int], b: list[int]) -> int:
 
 # --------------------------------------------------------------------------------------- tasks
 def task_reid() -> Task:
-    files = _images()
-    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    test_files, calib_files = _photo_split()
     calib = _crops(calib_files, 72, 0)
     test = _crops(test_files, 24, 1)
 
@@ -245,15 +264,14 @@ def task_minilm(seq: int = 48, sentences: int = 1536) -> Task:
 
 
 def _render(lines: list[str], seed: int, width: int = 320) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf"))
     out = []
     for text in lines:
         size = int(rng.integers(22, 34))
-        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size) if fonts else \
-            ImageFont.load_default(size=size)
+        font = _font(fonts, rng, size)
         box = font.getbbox(text)
         ink, paper = int(rng.integers(0, 80)), int(rng.integers(180, 256))
         im = Image.new("L", (box[2] + 12, box[3] + 10), paper)
@@ -307,7 +325,7 @@ def _scenes(files: list[Path], per_image: int, seed: int, size: int = 416) -> tu
     """Click-captcha-like scenes for ddddocr's detector: a crop of a photograph with 3-6 characters
     drawn on it (fonts, sizes, colours and outlines varied), letterboxed as ddddocr does (BGR, 0-255,
     padding 114); and per scene the boxes of the characters drawn, in input pixels."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf"))
@@ -320,8 +338,7 @@ def _scenes(files: list[Path], per_image: int, seed: int, size: int = 416) -> tu
             draw, glyphs = ImageDraw.Draw(im), []
             for _ in range(int(rng.integers(3, 7))):
                 px = int(rng.integers(28, 56))
-                font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), px) if fonts else \
-                    ImageFont.load_default(size=px)
+                font = _font(fonts, rng, px)
                 colour = tuple(int(v) for v in rng.integers(0, 256, 3))
                 xy = (int(rng.integers(0, im.width - 50)), int(rng.integers(0, im.height - 60)))
                 glyph, stroke = _GLYPHS[int(rng.integers(len(_GLYPHS)))], int(rng.integers(0, 3))
@@ -379,8 +396,7 @@ def _detection_f1(orig: list[np.ndarray], other: list[np.ndarray], iou: float = 
 
 
 def task_det() -> Task:
-    files = _images()
-    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    test_files, calib_files = _photo_split()
     calib, _ = _scenes(calib_files, 48, 0)
     test, drawn = _scenes(test_files, 16, 1)
     sess = ort.InferenceSession(str(realworld._source("ddddocr-det")), providers=["CPUExecutionProvider"])
@@ -406,7 +422,7 @@ def _pages(modules: tuple[str, ...], photos: list[Path], n: int, seed: int,
     fonts 14-29 px, ink colours varied), a crop of a photograph on about a third of them, turned by
     0/90/180/270 degrees (the label), then read as the package does: BGR, short side resized to 256
     (Lanczos), centre crop 224, ImageNet mean and deviation."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     fonts = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVu*.ttf"))
@@ -420,8 +436,7 @@ def _pages(modules: tuple[str, ...], photos: list[Path], n: int, seed: int,
         page = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(225, 256, 3)))
         draw = ImageDraw.Draw(page)
         px = int(rng.integers(14, 30))
-        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), px) if fonts else \
-            ImageFont.load_default(size=px)
+        font = _font(fonts, rng, px)
         ink = tuple(int(v) for v in rng.integers(0, 90, 3))
         margin, y = int(rng.integers(20, 70)), int(rng.integers(20, 80))
         if images and rng.random() < 0.35:
@@ -447,15 +462,14 @@ def _pages(modules: tuple[str, ...], photos: list[Path], n: int, seed: int,
         page = page.resize((round(page.width * r), round(page.height * r)), Image.LANCZOS)
         x0, y0 = (page.width - 224) // 2, (page.height - 224) // 2
         x = np.asarray(page.crop((x0, y0, x0 + 224, y0 + 224)), np.float32)[:, :, ::-1] / 255
-        x = (x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+        x = _imagenet(x)
         out.append(x.transpose(2, 0, 1).astype(np.float32))
         labels.append(k)
     return np.stack(out), np.array(labels)
 
 
 def task_orientation() -> Task:
-    files = _images()
-    test_files, calib_files = files[1::3], [f for k, f in enumerate(files) if k % 3 != 1]
+    test_files, calib_files = _photo_split()
     calib, _ = _pages(_MODULES_A, calib_files, 768, 0)
     test, labels = _pages(_MODULES_B, test_files, 240, 1,
                           exclude=set(docstring_sentences(_MODULES_A, 4000)))
